@@ -102,3 +102,13 @@ class BatchCompletedV1(_Data):
     indexed: int = Field(ge=0)
     failed: int = Field(ge=0)
     status: Literal["completed", "completed_with_failures"]
+
+
+class DocumentCorrectedV1(_Data):
+    """A person corrected the category or fields (PUT /documents/{id}/metadata)."""
+
+    document_id: str
+    category: str
+    previous_category: str | None = None
+    fields: dict[str, FieldValue] = Field(default_factory=dict)
+    by: str = "user"

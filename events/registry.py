@@ -107,6 +107,8 @@ REGISTRY = Registry(
                   "A stage gave up on the document; reason says why."),
         EventSpec("document.deleted", 1, m.DocumentDeletedV1,
                   "The object was removed from the bucket; the document is gone from index and metadata."),
+        EventSpec("document.corrected", 1, m.DocumentCorrectedV1,
+                  "A person corrected the document's category or fields."),
         EventSpec("batch.uploaded", 1, m.BatchUploadedV1,
                   "Several documents were uploaded together."),
         EventSpec("batch.completed", 1, m.BatchCompletedV1,

@@ -1,0 +1,97 @@
+"""The adapters a function uses, chosen from Settings and built lazily, so a
+process only loads what its function touches (the ingest worker never imports
+torch; only classify starts a Docling parser)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from doclane.functions import categories as categories_mod
+from doclane.functions.settings import Settings
+
+
+class Context:
+    def __init__(self, settings: Settings, **overrides: Any):
+        self.settings = settings
+        # Tests and the runtime may hand in ready adapters (e.g. a shared embedder).
+        for name, value in overrides.items():
+            setattr(self, name, value)
+
+    @cached_property
+    def categories(self) -> categories_mod.Categories:
+        return categories_mod.load(self.settings.categories)
+
+    @cached_property
+    def bucket(self):
+        if self.settings.s3_endpoint_url or self.settings.s3_bucket:
+            from doclane.functions.adapters.s3_store import S3Store
+
+            return S3Store.from_settings(self.settings)
+        from doclane.functions.adapters.folder_store import FolderStore
+
+        return FolderStore(self.settings.inbox, bucket="inbox")
+
+    @cached_property
+    def artefacts(self):
+        from doclane.functions.adapters.folder_store import FolderStore
+
+        return FolderStore(self.settings.artefact_dir, bucket="artefacts")
+
+    @cached_property
+    def metadata(self):
+        from doclane.functions.adapters.metadata import open_metadata
+
+        return open_metadata(self.settings.database_url or str(self.settings.metadata_path))
+
+    @cached_property
+    def index(self):
+        from doclane.functions.adapters.embedded_index import EmbeddedIndex
+
+        return EmbeddedIndex(self.settings.index_path, fusion=self.settings.search_fusion)
+
+    @cached_property
+    def embedder(self):
+        from doclane.functions.adapters import minilm
+
+        return minilm.shared()
+
+    @cached_property
+    def parser(self):
+        from doclane.functions.adapters.docling_parser import DoclingParser
+
+        return DoclingParser(timeout=self.settings.parse_timeout)
+
+    @cached_property
+    def classifier(self):
+        from doclane.functions.adapters.embedded_classifier import EmbeddedClassifier
+
+        return EmbeddedClassifier(self.embedder, self.categories,
+                                  examples_store=self.settings.data_dir / "examples.jsonl")
+
+    @cached_property
+    def extractor(self):
+        from doclane.functions.adapters.heuristic_extractor import HeuristicExtractor
+
+        return HeuristicExtractor(self.categories)
+
+    @cached_property
+    def bus(self):
+        if self.settings.amqp_url:
+            from doclane.functions.adapters.rabbitmq_bus import RabbitBus
+
+            return RabbitBus(self.settings.amqp_url)
+        from doclane.local.bus import SqliteBus
+
+        return SqliteBus(self.settings.bus_path)
+
+    def close(self) -> None:
+        for name in ("parser", "metadata", "index", "bus"):
+            adapter = self.__dict__.get(name)
+            close = getattr(adapter, "close", None)
+            if close:
+                try:
+                    close()
+                except Exception:  # closing is best effort at shutdown
+                    pass
+

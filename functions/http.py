@@ -1,0 +1,95 @@
+"""The HTTP shim: CloudEvents over HTTP in (binary or structured mode), the
+next event out in binary mode, with Knative's reply semantics:
+
+  200 + event   handled; the body is the next event (the broker publishes it)
+  202           handled; nothing follows
+  400           a bad event: never retried (the broker dead-letters it)
+  503           a retryable failure (the broker retries with back-off)
+
+A function may emit several events; the first is the reply and the rest go
+to K_SINK (set by a SinkBinding or the platform) when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+import httpx
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import from_http
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from doclane.events.envelope import InvalidEvent
+from doclane.functions.errors import Permanent, Retryable
+from doclane.functions.runtime import Function, invoke
+
+log = logging.getLogger("doclane.http")
+
+
+def problem(status: int, title: str, detail: str) -> Response:
+    """RFC 9457 problem details: every error answer has the same shape."""
+    resp = jsonify({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    resp.status_code = status
+    resp.content_type = "application/problem+json"
+    return resp
+
+
+def ctx():
+    return current_app.config["doclane.ctx"]
+
+
+def handle_cloudevent(fn: Function, context) -> Response:
+    try:
+        event = from_http(dict(request.headers), request.get_data())
+    except Exception as exc:  # the SDK raises several types for malformed input
+        return problem(400, "Bad CloudEvent", f"{type(exc).__name__}: {exc}")
+    try:
+        outputs = invoke(fn, event, context)
+    except (InvalidEvent, Permanent) as exc:
+        return problem(400, "Event refused", str(exc))
+    except Retryable as exc:
+        return problem(503, "Try again", str(exc))
+    except Exception as exc:
+        log.exception("%s failed", fn.name)
+        return problem(500, "Function failed", f"{type(exc).__name__}: {exc}")
+    if not outputs:
+        return Response(status=202)
+    _send_rest(outputs[1:])
+    headers, body = to_binary(outputs[0])
+    headers = dict(headers)
+    headers.setdefault("content-type", "application/json")
+    return Response(body, status=200, headers=headers)
+
+
+def _send_rest(events) -> None:
+    if not events:
+        return
+    sink = os.environ.get("K_SINK")
+    if not sink:
+        raise Retryable("the function emitted several events but no K_SINK is set to send the others to")
+    with httpx.Client(timeout=10) as client:
+        for event in events:
+            headers, body = to_structured(event)
+            client.post(sink, content=body, headers=headers).raise_for_status()
+
+
+def health_blueprint(ready: Callable[[], dict] | None = None) -> Blueprint:
+    bp = Blueprint("health", __name__)
+
+    def health():
+        return jsonify({"status": "ok", **(ready() if ready else {})})
+
+    bp.add_url_rule("/healthz", "healthz", health)
+    bp.add_url_rule("/_/health", "of_health", health)  # what faas-netes probes
+    return bp
+
+
+def function_app(fn: Function, context) -> Flask:
+    """A stage function as its own HTTP service (Knative, OpenFaaS, tests)."""
+    app = Flask(f"doclane.{fn.name}")
+    app.config["doclane.ctx"] = context
+    app.register_blueprint(health_blueprint(lambda: {"function": fn.name}))
+    app.add_url_rule("/", "cloudevent", lambda: handle_cloudevent(fn, context), methods=["POST"])
+    return app

@@ -1,0 +1,186 @@
+"""The `doclane` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import httpx
+
+from doclane.functions.errors import ConfigError
+from doclane.functions.settings import load as load_settings
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"doclane: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="State of the embedded defaults [DOCLANE_DATA_DIR, ./.doclane]")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None):
+    """doclane: drop documents in a bucket, find them parsed, classified and indexed."""
+    ctx.obj = {"data_dir": data_dir}
+
+
+def _settings(ctx: click.Context, **overrides):
+    return load_settings(data_dir=ctx.obj.get("data_dir"), **overrides)
+
+
+@main.command()
+@click.option("--inbox", type=click.Path(path_type=Path), help="Folder bucket to watch [DOCLANE_INBOX, ./inbox]")
+@click.option("--port", type=int, help="HTTP port [DOCLANE_PORT, 8080]")
+@click.option("--host", help="HTTP address [DOCLANE_HOST, 127.0.0.1]")
+@click.option("--webhook", "webhooks", multiple=True, help="Register a webhook URL (repeatable)")
+@click.option("--in-process", is_flag=True, help="Run functions as threads in this process (tests)")
+@click.option("--quiet", is_flag=True, help="No live progress on the console")
+@click.pass_context
+def up(ctx, inbox, port, host, webhooks, in_process, quiet):
+    """Run the whole pipeline on this machine."""
+    from doclane.local.up import Runtime, install_signal_handlers
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = _settings(ctx, inbox=inbox, port=port, host=host)
+    try:
+        runtime = Runtime(settings, in_process=in_process, webhooks=webhooks)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {settings.host}:{settings.port}: {exc.strerror}; "
+                          "pass --port or set DOCLANE_PORT") from None
+    install_signal_handlers(runtime)
+    click.echo(f"doclane is up: {runtime.url}  (inbox: {settings.inbox.resolve()}, data: {settings.data_dir.resolve()})")
+    click.echo(f"  drop files into the inbox, then: doclane search \"your words\"   or   curl '{runtime.url}/search?q=...'")
+    if runtime.webhook_secret:
+        click.echo(f"  webhooks are signed with {runtime.webhook_secret}")
+    sys.stdout.flush()
+    runtime.run(console=not quiet)
+
+
+def _api(settings, path: str, **params):
+    """Ask the running doclane; None when nothing listens."""
+    url = f"http://{settings.host}:{settings.port}{path}"
+    try:
+        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    except httpx.TransportError:
+        return None
+    if resp.status_code >= 400:
+        detail = resp.json().get("detail") if resp.headers.get("content-type", "").endswith("json") else resp.text
+        raise click.ClickException(f"{resp.status_code}: {detail}")
+    return resp.json()
+
+
+@main.command()
+@click.argument("query")
+@click.option("--mode", type=click.Choice(["hybrid", "keyword", "semantic"]), default="hybrid")
+@click.option("--category")
+@click.option("--limit", type=int, default=10)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer")
+@click.pass_context
+def search(ctx, query, mode, category, limit, as_json):
+    """Search the indexed documents."""
+    settings = _settings(ctx)
+    result = _api(settings, "/search", q=query, mode=mode, category=category, limit=limit)
+    if result is None:  # nobody serving: read the embedded index directly
+        from doclane.functions import search as search_fn
+        from doclane.functions.context import Context
+
+        result = search_fn.run(Context(settings), query, mode=mode, category=category, limit=limit)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{result['total']} documents ({mode})")
+    for i, hit in enumerate(result["results"], 1):
+        fields = ", ".join(f"{k}={v.get('value') if isinstance(v, dict) else v}" for k, v in list(hit["fields"].items())[:4])
+        snippet = hit["snippet"].replace("<mark>", "\033[1m").replace("</mark>", "\033[0m").replace("\n", " ")
+        click.echo(f"{i:>2}. {hit['filename']}  [{hit['category']}]  {hit['score']:.3f}")
+        if fields:
+            click.echo(f"    {fields}")
+        click.echo(f"    {snippet[:200]}")
+
+
+@main.command()
+@click.argument("document_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx, document_id, as_json):
+    """Counts by status and category, or one document's status and history."""
+    settings = _settings(ctx)
+    path = f"/documents/{document_id}" if document_id else "/stats"
+    result = _api(settings, path)
+    if result is None:
+        from dataclasses import asdict
+
+        from doclane.functions.context import Context
+        from doclane.functions.status import document_view
+
+        c = Context(settings)
+        result = document_view(c, document_id) if document_id else c.metadata.stats()
+        if result is None:
+            raise click.ClickException(f"no document {document_id}")
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+
+
+@main.group()
+def schemas():
+    """The event schema registry."""
+
+
+@schemas.command("list")
+def schemas_list():
+    from doclane.events.registry import REGISTRY
+
+    for spec in REGISTRY:
+        click.echo(f"{spec.type:45} {spec.description}")
+
+
+@schemas.command("show")
+@click.argument("type_")
+def schemas_show(type_):
+    from doclane.events.registry import REGISTRY, render_schema
+
+    try:
+        spec = REGISTRY.get(type_) if type_ in REGISTRY else REGISTRY.latest(type_)
+    except KeyError as exc:
+        raise click.ClickException(str(exc).strip("'\""))
+    click.echo(render_schema(spec.json_schema()), nl=False)
+
+
+@schemas.command("export")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), help="Where to write (default: events/schemas)")
+def schemas_export(directory):
+    from doclane.events.registry import REGISTRY, SCHEMA_DIR
+
+    for path in REGISTRY.export(directory or SCHEMA_DIR):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("document_ids", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Every failed document")
+@click.option("--dry-run", is_flag=True)
+@click.pass_context
+def reprocess(ctx, document_ids, all_failed, dry_run):
+    """Run documents through the pipeline again (by id, or all failed)."""
+    from doclane.functions.context import Context
+    from doclane.functions.reprocess import reprocess as run
+
+    if not document_ids and not all_failed:
+        raise click.UsageError("name document ids, or pass --failed")
+    c = Context(_settings(ctx))
+    from doclane.functions.runtime import triggers
+
+    c.bus.declare(triggers(c.settings))
+    done = run(c, list(document_ids), all_failed=all_failed, dry_run=dry_run)
+    for doc_id, outcome in done:
+        click.echo(f"{doc_id}: {outcome}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""One HTTP port for everything `doclane up` serves: the HTTP functions
+(search, upload, documents, stats, schemas, webhooks), health, and each stage
+function's CloudEvents endpoint at POST /functions/{name}."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from doclane.events.http import bp as schemas_bp
+from doclane.functions import admin, search, status, upload
+from doclane.functions.http import handle_cloudevent, health_blueprint, problem
+from doclane.functions.runtime import STAGES, load
+
+log = logging.getLogger("doclane.gateway")
+
+
+def create_app(context) -> Flask:
+    app = Flask("doclane")
+    app.config["doclane.ctx"] = context
+    app.config["MAX_CONTENT_LENGTH"] = int(context.settings.max_file_mb * 1024 * 1024 * 4)
+    app.json.sort_keys = False
+    for bp in (health_blueprint(), search.bp, status.bp, upload.bp, admin.bp, schemas_bp):
+        app.register_blueprint(bp)
+
+    @app.post("/functions/<name>")
+    def function_endpoint(name: str):
+        if name not in STAGES:
+            return problem(404, "No such function", f"functions: {', '.join(STAGES)}")
+        return handle_cloudevent(load(name), context)
+
+    @app.get("/")
+    def index():
+        return jsonify({"service": "doclane", "endpoints": sorted(
+            {str(r.rule) for r in app.url_map.iter_rules() if r.endpoint != "static"})})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return problem(exc.code or 500, exc.name, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
+
+    return app

@@ -1,0 +1,162 @@
+"""`doclane up`: the whole pipeline on one machine with embedded defaults.
+
+  inbox folder --(watcher)--> bus --> ingest --> classify --> extract --> index --> notify
+                                       each function a process started on demand, stopped when idle
+  one HTTP port: search, upload, documents, stats, schemas, webhooks, health
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from waitress.server import create_server
+
+from doclane.functions.context import Context
+from doclane.functions.errors import ConfigError
+from doclane.functions.runtime import all_functions, triggers
+from doclane.functions.settings import Settings
+from doclane.functions.webhooks import new_webhook
+from doclane.local.console import Progress
+from doclane.local.gateway import create_app
+from doclane.local.supervisor import Supervisor
+from doclane.local.watcher import FolderWatcher
+
+log = logging.getLogger("doclane.up")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, in_process: bool = False, webhooks: tuple[str, ...] = ()):
+        self.settings = settings
+        self.in_process = in_process
+        self.stop_event = threading.Event()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.inbox.mkdir(parents=True, exist_ok=True)
+        self._lock = _exclusive(settings.data_dir / "up.lock")
+        _export(settings)  # function processes read the same settings
+        self.context = Context(settings)
+        self.bus = self.context.bus
+        self.bus.declare(triggers(settings))
+        # No worker of ours is alive yet: whatever was in flight when the last
+        # run stopped is delivered again (its outputs' ids make repeats no-ops).
+        released = self.bus.release_all() if hasattr(self.bus, "release_all") else 0
+        if released:
+            log.info("%d deliveries were in flight when doclane last stopped; they run again", released)
+        self.webhook_secret = self._register_webhooks(webhooks)
+        self.watcher = FolderWatcher(settings.inbox, self.bus, settings.data_dir / "watcher.sqlite")
+        log_dir = settings.data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        self.supervisor = Supervisor(
+            self.bus, all_functions(), in_process=in_process, log_dir=log_dir, settings=settings,
+            context_factory=(lambda: Context(settings, embedder=self.context.embedder)) if in_process else None,
+        )
+        self.server = create_server(create_app(self.context), host=settings.host, port=settings.port, threads=8,
+                                    ident="doclane")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.server.effective_port}"
+
+    def _register_webhooks(self, urls: tuple[str, ...]) -> str | None:
+        urls = tuple(urls) + tuple(u.strip() for u in self.settings.webhook_urls.split(",") if u.strip())
+        if not urls:
+            return None
+        secret = self.settings.webhook_secret or _persistent_secret(self.settings.data_dir / "webhook-secret")
+        for url in urls:
+            try:
+                self.context.metadata.add_webhook(new_webhook(url, (), secret))
+            except ValueError as exc:
+                raise ConfigError(f"--webhook {url}: {exc}") from None
+        return secret
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.run, name="http", daemon=True).start()
+        threading.Thread(target=self._watch, name="watcher", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.watcher.scan()
+            except Exception:
+                log.exception("inbox scan failed; trying again")
+            self.stop_event.wait(0.5)
+
+    def run(self, console: bool = True) -> None:
+        self.start()
+        progress = Progress()
+        live = None
+        if console and sys.stdout.isatty():
+            from rich.live import Live
+
+            live = Live(refresh_per_second=4, transient=False)
+            live.start()
+        last_line, last_print = "", 0.0
+        try:
+            while not self.stop_event.is_set():
+                self.supervisor.tick()
+                if console:
+                    snap = progress.snapshot(self.context.metadata, self.bus, self.supervisor)
+                    if live is not None:
+                        live.update(progress.render(snap))
+                    else:
+                        line = progress.line(snap)
+                        if line != last_line and time.monotonic() - last_print > 2:
+                            print(line, flush=True)
+                            last_line, last_print = line, time.monotonic()
+                self.stop_event.wait(0.2)
+        finally:
+            if live is not None:
+                live.stop()
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.supervisor.stop()
+        self.server.close()
+        self.watcher.close()
+        self.context.close()
+
+
+def _exclusive(path: Path):
+    fh = open(path, "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"another doclane up is already running with data dir {path.parent}; "
+                          "stop it or pass a different --data-dir") from None
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def _export(settings: Settings) -> None:
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        var = "OLLAMA_HOST" if name == "ollama_host" else f"DOCLANE_{name.upper()}"
+        os.environ[var] = str(value.resolve() if isinstance(value, Path) else value)
+
+
+def _persistent_secret(path: Path) -> str:
+    from doclane.functions.webhooks import new_secret
+
+    if path.exists():
+        return path.read_text().strip()
+    secret = new_secret()
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret
+
+
+def install_signal_handlers(runtime: Runtime) -> None:
+    def stop(*_):
+        runtime.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
