@@ -75,10 +75,19 @@ class Registry:
         return self.latest(name).type
 
     def export(self, directory: Path = SCHEMA_DIR) -> list[Path]:
+        """Write every schema. A schema already published there may only
+        change compatibly: a breaking change needs a new version."""
+        from doclane.events.compat import breaking_changes
+
         directory.mkdir(parents=True, exist_ok=True)
         written = []
         for spec in self:
             path = directory / f"{spec.type}.json"
+            if path.exists():
+                problems = breaking_changes(json.loads(path.read_text()), spec.json_schema())
+                if problems:
+                    raise ValueError(f"{spec.type} would break its published schema ({'; '.join(problems)}): "
+                                     f"add {spec.model.__name__[:-2]}V{spec.version + 1} as a new version instead")
             path.write_text(render_schema(spec.json_schema()))
             written.append(path)
         return written

@@ -53,8 +53,7 @@ class SqliteBus:
         self._local = threading.local()
         self._triggers: dict[str, Trigger] = {}
         self._routes_version = -1
-        with self._tx() as db:
-            db.executescript(_SCHEMA)
+        self._db().executescript(_SCHEMA)  # IF NOT EXISTS: safe from several processes
 
     # ----------------------------------------------------------------- plumbing
     def _db(self) -> sqlite3.Connection:

@@ -1,0 +1,149 @@
+"""The event bus contract, run against the embedded SQLite bus. (The same
+suite is meant for every bus adapter: add a factory to BUSES.)"""
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from doclane.events.bus import Trigger
+from doclane.events.envelope import InvalidEvent, new_event
+from doclane.local.bus import SqliteBus
+
+UPLOADED = {"document_id": "d1", "bucket": "inbox", "key": "a.pdf", "filename": "a.pdf", "size": 3, "sha256": "0" * 64}
+
+
+def sqlite_bus(tmp_path):
+    return SqliteBus(tmp_path / "bus.sqlite")
+
+
+BUSES = [sqlite_bus]
+
+
+@pytest.fixture(params=BUSES, ids=lambda f: f.__name__)
+def bus(request, tmp_path):
+    b = request.param(tmp_path)
+    b.declare([
+        Trigger("classify", ("io.doclane.document.uploaded.v1",), max_attempts=3, backoff_seconds=0.05, lease_seconds=30),
+        Trigger("notify", ("io.doclane.document.uploaded.v1", "io.doclane.document.failed.v1"), max_attempts=3,
+                backoff_seconds=0.05),
+    ])
+    yield b
+    b.close()
+
+
+def uploaded(i=1, **kw):
+    return new_event("document.uploaded", {**UPLOADED, "document_id": f"d{i}"}, subject=f"d{i}", source="test", **kw)
+
+
+def test_publish_routes_by_type_to_every_trigger(bus):
+    bus.publish(uploaded())
+    assert bus.backlog("classify") == 1 and bus.backlog("notify") == 1
+    (d,) = bus.receive("classify", wait_seconds=0)
+    assert d.attempt == 1 and b'"io.doclane.document.uploaded.v1"' in d.body
+    bus.ack(d)
+    assert bus.backlog("classify") == 0 and bus.backlog("notify") == 1
+
+
+def test_same_event_id_is_delivered_once_even_after_ack(bus):
+    ev = uploaded()
+    assert bus.publish(ev) is True
+    (d,) = bus.receive("classify", wait_seconds=0)
+    bus.ack(d)
+    assert bus.publish(ev) is False
+    assert bus.receive("classify", wait_seconds=0) == []
+
+
+def test_invalid_event_is_refused_on_publish(bus):
+    ev = uploaded()
+    ev.data["size"] = "big"
+    with pytest.raises(InvalidEvent):
+        bus.publish(ev)
+    assert bus.backlog("classify") == 0
+
+
+def test_retry_with_backoff_then_dead_letter(bus):
+    bus.publish(uploaded())
+    delays = []
+    for attempt in (1, 2, 3):
+        t0 = time.monotonic()
+        (d,) = bus.receive("classify", wait_seconds=2)
+        delays.append(time.monotonic() - t0)
+        assert d.attempt == attempt
+        dead = bus.nack(d, f"boom {attempt}", retryable=True)
+        assert dead is (attempt == 3)
+    assert delays[2] > delays[1] >= 0.04  # 0.05 s, then 0.1 s
+    (dl,) = bus.dead_letters("classify")
+    assert dl.reason == "boom 3" and dl.attempts == 3 and dl.subject == "d1"
+    assert bus.backlog("classify") == 0
+
+
+def test_permanent_failure_dead_letters_at_once(bus):
+    bus.publish(uploaded())
+    (d,) = bus.receive("classify", wait_seconds=0)
+    assert bus.nack(d, "bad input", retryable=False) is True
+    assert [x.reason for x in bus.dead_letters()] == ["bad input"]
+
+
+def test_poison_message_does_not_block_the_queue(bus):
+    bus.publish(uploaded(1))
+    bus.publish(uploaded(2))
+    (first,) = bus.receive("classify", wait_seconds=0)
+    bus.nack(first, "poison", retryable=True)  # back-off: the next one goes first
+    (second,) = bus.receive("classify", wait_seconds=0)
+    assert second.body != first.body
+    bus.ack(second)
+
+
+def test_released_owner_redelivers_at_once(bus):
+    bus.publish(uploaded())
+    (d,) = bus.receive("classify", wait_seconds=0, owner="w1")
+    assert bus.receive("classify", wait_seconds=0) == []  # leased
+    assert bus.release_owner("w1") == 1
+    (again,) = bus.receive("classify", wait_seconds=0, owner="w2")
+    assert again.attempt == 2 and again.body == d.body
+
+
+def test_expired_lease_is_redelivered(tmp_path):
+    bus = SqliteBus(tmp_path / "b.sqlite")
+    bus.declare([Trigger("classify", ("io.doclane.document.uploaded.v1",), lease_seconds=0.2)])
+    bus.publish(uploaded())
+    bus.receive("classify", wait_seconds=0)
+    assert bus.receive("classify", wait_seconds=0) == []
+    (d,) = bus.receive("classify", wait_seconds=1)
+    assert d.attempt == 2
+
+
+def test_requeue_dead_letters(bus):
+    bus.publish(uploaded())
+    (d,) = bus.receive("classify", wait_seconds=0)
+    bus.nack(d, "x", retryable=False)
+    assert bus.requeue_dead("classify") == 1
+    (d2,) = bus.receive("classify", wait_seconds=0)
+    assert d2.attempt == 1
+
+
+def _consume_then_die(path, ready):
+    bus = SqliteBus(path)
+    bus.receive("classify", wait_seconds=5, owner="doomed")
+    ready.set()
+    time.sleep(60)
+
+
+def test_sigkilled_consumer_loses_nothing(tmp_path):
+    path = tmp_path / "bus.sqlite"
+    bus = SqliteBus(path)
+    bus.declare([Trigger("classify", ("io.doclane.document.uploaded.v1",), lease_seconds=60)])
+    bus.publish(uploaded())
+    ready = multiprocessing.Event()
+    proc = multiprocessing.get_context("fork").Process(target=_consume_then_die, args=(path, ready))
+    proc.start()
+    assert ready.wait(10)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert bus.backlog("classify") == 1  # still owed
+    bus.release_owner("doomed")  # what the supervisor does when it reaps the process
+    (d,) = bus.receive("classify", wait_seconds=0)
+    assert d.attempt == 2
