@@ -35,7 +35,7 @@ def chunk(doc: ParsedDocument, document_id: str, tokenizer_path: str | None = No
 
         tokenizer_path = model_path()
     pieces: list[tuple[str, str | None]] = []
-    if doc.docling:
+    if doc.docling and _has_structure(doc.docling):
         pieces = _docling_pieces(doc.docling, tokenizer_path, max_tokens)
     if not pieces and doc.text.strip():
         pieces = [(text, None) for text in _token_windows(doc.text, tokenizer_path, max_tokens)]
@@ -53,6 +53,16 @@ def count_tokens(text: str, tokenizer_path: str | None = None, max_tokens: int =
 
 
 # --------------------------------------------------------------------------- Docling
+def _has_structure(docling: dict) -> bool:
+    """Headings, lists or tables for HybridChunker to keep together. A flat run of
+    text items (Docling's native PDF pipeline gives one per line) gains nothing
+    from it but costs ~60 ms a page in token counting (measured: 4.6 s for 76
+    pages against 0.1 s for token windows), so it takes the fallback."""
+    if docling.get("tables"):
+        return True
+    return any(item.get("label") not in ("text", "paragraph") for item in docling.get("texts", []))
+
+
 def _docling_pieces(docling: dict, tokenizer_path: str, max_tokens: int) -> list[tuple[str, str | None]]:
     from docling_core.types.doc import DoclingDocument
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +36,17 @@ class Worker:
 
     def exit_code(self) -> int | None:
         return self.process.returncode if self.process is not None else 0
+
+
+def _die_with_parent() -> None:
+    """Linux: a function process gets SIGTERM when `doclane up` dies, even by
+    SIGKILL, so no orphan keeps working on leases the next run hands out."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 class Supervisor:
@@ -89,6 +101,7 @@ class Supervisor:
             worker.process = subprocess.Popen(
                 [sys.executable, "-m", "doclane.local.worker", fn.name, owner],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=os.environ.copy(),
+                preexec_fn=_die_with_parent,
             )
         log.info("started %s (%s)", fn.name, owner)
         return worker

@@ -46,7 +46,8 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self.model = SentenceTransformer(self.path, device=device)
         self.model.max_seq_length = self.max_tokens
-        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimension = int(get_dim())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -1,0 +1,388 @@
+"""SearchIndex without a server: one SQLite file holds documents, chunks,
+an FTS5 keyword index and the chunk vectors, so an index worker (writing) and
+an HTTP search process (reading) can share it: WAL mode lets readers run
+beside the one writer, and `busy_timeout` makes writers queue instead of
+failing.
+
+Retrieval
+  keyword   FTS5 BM25 over chunk text, heading and filename (Porter stemming,
+            diacritics folded), query terms OR-combined so a natural-language
+            query matches partially; the best-matching chunks rank first anyway.
+  semantic  cosine over every chunk vector, with numpy on a matrix cached in
+            memory; a generation counter bumped by every write tells a reader
+            (in any process) when to reload it.
+  hybrid    both, fused per document: min-max normalised weighted sum
+            (default, SciFact nDCG@10 .74) or reciprocal rank fusion (k=60).
+
+Results are per document: a document scores by its best chunk, and its
+snippet comes from that chunk with the query terms in `<mark>`.
+
+Facets count the matching documents BEFORE the category filter, hits and
+`total` AFTER it: a UI shows "invoice (12) · contract (3)" beside the hits
+of the chosen category, so the user can switch without losing the counts.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from doclane.functions.errors import ConfigError, Retryable
+from doclane.functions.ports import Chunk, Hit, IndexedDocument, SearchResult
+
+MODES = ("hybrid", "keyword", "semantic")
+FUSIONS = ("minmax", "rrf")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('generation', 0);
+CREATE TABLE IF NOT EXISTS documents (
+    document_id TEXT PRIMARY KEY, filename TEXT NOT NULL, category TEXT NOT NULL,
+    fields TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS documents_category ON documents (category);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    document_id TEXT NOT NULL REFERENCES documents (document_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, text TEXT NOT NULL, heading TEXT, filename TEXT NOT NULL,
+    vector BLOB NOT NULL, UNIQUE (document_id, ordinal));
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
+    text, heading, filename, content='chunks', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text, heading, filename)
+    VALUES (new.id, new.text, new.heading, new.filename);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text, heading, filename)
+    VALUES ('delete', old.id, old.text, old.heading, old.filename);
+END;
+"""
+
+# FTS5 has no stop words: without these "the report" would match every chunk.
+_STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had
+has have having he her here hers herself him himself his how i if in into is it its itself just
+me more most my myself no nor not now of off on once only or other our ours ourselves out over
+own same she should so some such than that the their theirs them themselves then there these
+they this those through to too under until up very was we were what when where which while who
+whom why will with would you your yours yourself yourselves
+""".split())
+_WORD = re.compile(r"\w+", re.UNICODE)
+_PHRASE = re.compile(r'"([^"]*)"')
+_MAX_TERMS = 32
+_OPEN, _CLOSE, _ELLIPSIS = "\ue000", "\ue001", "\ue002"  # markers no document contains
+
+
+def fts_query(query: str) -> str | None:
+    """A user's text as a safe FTS5 MATCH expression: every term and "quoted
+    phrase" becomes a quoted string, OR-combined, so no input is FTS5 syntax.
+    None when nothing searchable is left (empty or only stop words)."""
+    parts: list[str] = []
+    for phrase in _PHRASE.findall(query):
+        words = _WORD.findall(phrase.lower())
+        if len(words) > 1:
+            parts.append('"' + " ".join(words) + '"')
+    for word in _WORD.findall(_PHRASE.sub(" ", query).replace('"', " ").lower()):
+        if word not in _STOPWORDS and f'"{word}"' not in parts:
+            parts.append(f'"{word}"')
+    return " OR ".join(parts[:_MAX_TERMS]) or None
+
+
+@dataclass
+class _Matrix:
+    """Every chunk vector, in chunk-id order, for one index generation."""
+
+    generation: int
+    chunk_ids: np.ndarray  # int64
+    doc_index: np.ndarray  # int32: row -> position in doc_ids
+    doc_ids: list[str]
+    vectors: np.ndarray  # float32, (n, dimension)
+
+
+@dataclass
+class _Candidates:
+    """One retriever's view of the matching documents: score and best chunk."""
+
+    scores: dict[str, float]
+    best_chunk: dict[str, int]
+    matching_chunks: dict[str, int]
+
+    def top(self, n: int) -> list[str]:
+        return sorted(self.scores, key=self.scores.__getitem__, reverse=True)[:n]
+
+
+class EmbeddedIndex:
+    """The embedded `SearchIndex` (see module doc). Safe to share between
+    threads (one connection per thread) and processes (SQLite locking)."""
+
+    def __init__(
+        self, path: str | Path, *, fusion: str = "minmax", semantic_weight: float = 0.5,
+        candidates: int = 100, rrf_k: int = 60, column_weights: tuple[float, float, float] = (1.0, 2.0, 3.0),
+        chunk_bonus: float = 0.0, keyword_depth: int = 10_000, busy_timeout_ms: int = 10_000,
+    ):
+        if fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+        if not 0.0 <= semantic_weight <= 1.0:
+            raise ConfigError(f"semantic_weight must lie in [0, 1], got {semantic_weight}")
+        self.path = Path(path)
+        self.fusion, self.semantic_weight, self.candidates, self.rrf_k = fusion, semantic_weight, candidates, rrf_k
+        self.column_weights, self.chunk_bonus, self.keyword_depth = column_weights, chunk_bonus, keyword_depth
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._matrix: _Matrix | None = None
+        self._matrix_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db().executescript("BEGIN IMMEDIATE; " + _SCHEMA + " COMMIT;")
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(chunks):
+            raise ValueError(f"need one vector per chunk: {len(chunks)} chunks, vectors of shape {vectors.shape}")
+        if any(c.document_id != doc.document_id for c in chunks):
+            raise ValueError(f"every chunk must belong to document {doc.document_id}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = (vectors / np.where(norms == 0, 1, norms)).astype("<f4")  # cosine = dot
+        with self._write() as db:
+            self._check_dimension(db, vectors.shape[1])
+            db.execute("DELETE FROM chunks WHERE document_id = ?", (doc.document_id,))
+            db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?) ON CONFLICT (document_id) DO UPDATE SET "
+                "filename = excluded.filename, category = excluded.category, fields = excluded.fields, "
+                "created_at = excluded.created_at",
+                (doc.document_id, doc.filename, doc.category, _dumps(doc.fields), doc.created_at),
+            )
+            db.executemany(
+                "INSERT INTO chunks (document_id, ordinal, text, heading, filename, vector) VALUES (?, ?, ?, ?, ?, ?)",
+                [(doc.document_id, c.ordinal, c.text, c.heading, doc.filename, v.tobytes())
+                 for c, v in zip(chunks, vectors)],
+            )
+
+    def delete(self, document_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+            db.execute("DELETE FROM documents WHERE document_id = ?", (document_id,))
+
+    def update_fields(self, document_id: str, category: str, fields: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute("UPDATE documents SET category = ?, fields = ? WHERE document_id = ?",
+                       (category, _dumps(fields), document_id))
+
+    def count(self) -> int:
+        return self._db().execute("SELECT count(*) FROM documents").fetchone()[0]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self, query: str, query_vector: np.ndarray | None, *, mode: str = "hybrid",
+        category: str | None = None, limit: int = 10, offset: int = 0,
+    ) -> SearchResult:
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        if mode == "semantic" and query_vector is None:
+            raise ValueError("semantic search needs a query vector")
+        match = fts_query(query or "")
+        db = self._db()
+        try:
+            db.execute("BEGIN")  # one snapshot for every read below
+            keyword = self._keyword(db, match) if mode != "semantic" and match else None
+            semantic = (self._semantic(db, query_vector) if mode != "keyword" and query_vector is not None
+                        else None)
+            scores = self._fuse(keyword, semantic)
+            docs = self._documents(db, list(scores))
+            facets: dict[str, int] = {}
+            for doc_id in scores:
+                facets[docs[doc_id][1]] = facets.get(docs[doc_id][1], 0) + 1
+            # ties (e.g. keyword matches below both fusion ranges) keep their own retriever's order
+            tiebreak = (keyword or semantic).scores if (keyword or semantic) else {}
+            ranked = sorted((d for d in scores if category is None or docs[d][1] == category),
+                            key=lambda d: (-scores[d], -tiebreak.get(d, 0.0), d))
+            page = ranked[offset: offset + limit]
+            best = {d: (keyword.best_chunk[d] if keyword and d in keyword.best_chunk else semantic.best_chunk[d])
+                    for d in page}
+            snippets = self._snippets(db, match, list(best.values()))
+        finally:
+            db.execute("COMMIT")
+        hits = [Hit(document_id=d, filename=docs[d][0], category=docs[d][1], score=scores[d],
+                    snippet=snippets.get(best[d], ""), fields=json.loads(docs[d][2])) for d in page]
+        return SearchResult(total=len(ranked), hits=hits, facets={"category": facets})
+
+    def _keyword(self, db: sqlite3.Connection, match: str) -> _Candidates:
+        """BM25 of every matching chunk (up to keyword_depth), best chunk per document."""
+        weights = ", ".join(str(float(w)) for w in self.column_weights)
+        rows = db.execute(
+            f"SELECT c.document_id, c.id, -f.score FROM ("
+            f"  SELECT rowid, bm25(chunks_fts, {weights}) AS score FROM chunks_fts"
+            f"  WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?) AS f "
+            f"JOIN chunks AS c ON c.id = f.rowid", (match, self.keyword_depth)).fetchall()
+        return _best_per_document(rows)
+
+    def _semantic(self, db: sqlite3.Connection, query_vector: np.ndarray) -> _Candidates:
+        """The top `candidates` chunks by cosine, best chunk per document."""
+        matrix = self._load_matrix(db)
+        if not len(matrix.chunk_ids):
+            return _Candidates({}, {}, {})
+        q = np.asarray(query_vector, dtype=np.float32).ravel()
+        if q.shape[0] != matrix.vectors.shape[1]:
+            raise ValueError(f"query vector has {q.shape[0]} dimensions, the index {matrix.vectors.shape[1]}")
+        cosine = matrix.vectors @ (q / (np.linalg.norm(q) or 1.0))
+        k = min(self.candidates, len(cosine))
+        top = np.argpartition(-cosine, k - 1)[:k]
+        rows = [(matrix.doc_ids[matrix.doc_index[i]], int(matrix.chunk_ids[i]), float(cosine[i])) for i in top]
+        return _best_per_document(rows)
+
+    def _fuse(self, keyword: _Candidates | None, semantic: _Candidates | None) -> dict[str, float]:
+        """Document scores: one retriever's own, or both fused."""
+        if keyword is None or semantic is None:
+            only = keyword or semantic
+            return {} if only is None else self._with_bonus(only.scores, only)
+        if self.fusion == "rrf":
+            fused: dict[str, float] = {}
+            for cands in (keyword, semantic):
+                for rank, d in enumerate(cands.top(self.candidates), start=1):
+                    fused[d] = fused.get(d, 0.0) + 1.0 / (self.rrf_k + rank)
+            return fused
+        w = self.semantic_weight
+        kw, sem = _minmax(keyword, self.candidates), _minmax(semantic, self.candidates)
+        fused = {d: (1 - w) * kw.get(d, 0.0) + w * sem.get(d, 0.0) for d in kw.keys() | sem.keys()}
+        return self._with_bonus(fused, keyword)
+
+    def _with_bonus(self, scores: dict[str, float], cands: _Candidates) -> dict[str, float]:
+        """Optionally favour documents where several chunks match (log-damped)."""
+        if not self.chunk_bonus:
+            return dict(scores)
+        return {d: s + self.chunk_bonus * float(np.log(cands.matching_chunks.get(d, 1))) for d, s in scores.items()}
+
+    def _documents(self, db: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str, str]]:
+        rows = db.execute("SELECT document_id, filename, category, fields FROM documents "
+                          "WHERE document_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
+        return {r[0]: r[1:] for r in rows}
+
+    def _snippets(self, db: sqlite3.Connection, match: str | None, chunk_ids: list[int]) -> dict[int, str]:
+        """FTS5 snippets where the chunk contains a query term, else its opening words;
+        HTML-escaped, with the terms in <mark>."""
+        out: dict[int, str] = {}
+        if match and chunk_ids:
+            rows = db.execute(
+                "SELECT rowid, snippet(chunks_fts, 0, ?, ?, ?, 32) FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? AND rowid IN (SELECT value FROM json_each(?))",
+                (_OPEN, _CLOSE, _ELLIPSIS, match, json.dumps(chunk_ids)))
+            out = {rowid: _html(text) for rowid, text in rows if _OPEN in text}
+        missing = [c for c in chunk_ids if c not in out]
+        if missing:
+            rows = db.execute("SELECT id, text FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                              (json.dumps(missing),))
+            out.update((rowid, _lead(text)) for rowid, text in rows)
+        return out
+
+    # ------------------------------------------------------------------ plumbing
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
+        return db
+
+    def _write(self) -> "_WriteTransaction":
+        return _WriteTransaction(self._db())
+
+    def _check_dimension(self, db: sqlite3.Connection, dimension: int) -> None:
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('dimension', ?)", (dimension,))
+        stored = db.execute("SELECT value FROM meta WHERE key = 'dimension'").fetchone()[0]
+        if stored != dimension:
+            raise ConfigError(f"the index at {self.path} holds {stored}-dimensional vectors, got {dimension}: "
+                              "the embedding model changed, so delete the index file and re-index")
+
+    def _load_matrix(self, db: sqlite3.Connection) -> _Matrix:
+        """The cached vectors, reloaded when any writer bumped the generation."""
+        generation = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+        with self._matrix_lock:
+            if self._matrix is None or self._matrix.generation != generation:
+                rows = db.execute("SELECT id, document_id, vector FROM chunks ORDER BY id").fetchall()
+                doc_ids = list(dict.fromkeys(r[1] for r in rows))
+                position = {d: i for i, d in enumerate(doc_ids)}
+                dim = len(rows[0][2]) // 4 if rows else 0
+                self._matrix = _Matrix(
+                    generation=generation,
+                    chunk_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                    doc_index=np.fromiter((position[r[1]] for r in rows), dtype=np.int32, count=len(rows)),
+                    doc_ids=doc_ids,
+                    vectors=np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim),
+                )
+            return self._matrix
+
+
+class _WriteTransaction:
+    """BEGIN IMMEDIATE (take the write lock up front, so two writers queue on
+    busy_timeout rather than deadlock), bump the generation, commit or roll back."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Retryable(f"search index is busy: {exc}") from exc
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.db.execute("ROLLBACK")
+            if issubclass(exc_type, sqlite3.OperationalError):
+                raise Retryable(f"search index write failed: {exc}") from exc
+            return
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        self.db.execute("COMMIT")
+
+
+def _best_per_document(rows: list[tuple[str, int, float]]) -> _Candidates:
+    cands = _Candidates({}, {}, {})
+    for doc_id, chunk_id, score in rows:
+        cands.matching_chunks[doc_id] = cands.matching_chunks.get(doc_id, 0) + 1
+        if score > cands.scores.get(doc_id, float("-inf")):
+            cands.scores[doc_id], cands.best_chunk[doc_id] = score, chunk_id
+    return cands
+
+
+def _minmax(cands: _Candidates, depth: int) -> dict[str, float]:
+    """Scores scaled so the retriever's top `depth` documents span [0, 1];
+    documents below that range clip to 0."""
+    top = cands.top(depth)
+    if not top:
+        return {}
+    hi, lo = cands.scores[top[0]], cands.scores[top[-1]]
+    span = hi - lo
+    return {d: (1.0 if span == 0 else max(0.0, (s - lo) / span)) for d, s in cands.scores.items()}
+
+
+def _html(snippet: str) -> str:
+    return (html.escape(snippet).replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")
+            .replace(_ELLIPSIS, "…"))
+
+
+def _lead(text: str, words: int = 32) -> str:
+    head = text.split()
+    return html.escape(" ".join(head[:words])) + ("…" if len(head) > words else "")
+
+
+def _dumps(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, ensure_ascii=False, default=str)

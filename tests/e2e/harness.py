@@ -1,0 +1,145 @@
+"""Run `doclane up` as a user would (a real process with its function
+processes), and a webhook receiver that checks Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    """A webhook endpoint on loopback. `fail_first` makes it answer 500 to the
+    first N deliveries, to exercise retries."""
+
+    def __init__(self, secret: str = SECRET, fail_first: int = 0):
+        self.secret = secret
+        self.received: list[dict] = []
+        self.rejected: list[str] = []
+        self.fail_first = fail_first
+        self.calls = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.calls += 1
+                if receiver.calls <= receiver.fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    Webhook(receiver.secret).verify(body, headers)
+                except Exception as exc:  # a bad signature is recorded, and answered 401
+                    receiver.rejected.append(str(exc))
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                receiver.received.append({"headers": headers, "event": json.loads(body)})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, type_suffix: str) -> list[dict]:
+        return [r["event"] for r in self.received if r["event"]["type"].endswith(type_suffix)]
+
+    def close(self):
+        self.server.shutdown()
+
+
+class Doclane:
+    def __init__(self, root: Path, webhook: str | None = None, env: dict | None = None):
+        self.root = root
+        self.inbox = root / "inbox"
+        self.data = root / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.webhook = webhook
+        self.env = {**os.environ, "DOCLANE_WEBHOOK_SECRET": SECRET, "DOCLANE_IDLE_SECONDS": "20",
+                    "HF_HUB_OFFLINE": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.inbox.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "Doclane":
+        args = [sys.executable, "-m", "doclane.local.cli", "--data-dir", str(self.data), "up", "--quiet",
+                "--inbox", str(self.inbox), "--port", str(self.port)]
+        if self.webhook:
+            args += ["--webhook", self.webhook]
+        self.log = open(self.root / f"up-{int(time.time() * 1000)}.log", "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"doclane up exited with {self.proc.returncode}: {self.logs()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("doclane up did not serve within 60 s: " + self.logs())
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted(self.root.glob("up-*.log")) + sorted((self.data / "logs").glob("*.log")):
+            out.append(f"--- {path.name}\n{path.read_text()[-3000:]}")
+        return "\n".join(out)
+
+    def drop(self, *paths: Path) -> None:
+        for p in paths:
+            # copy beside, then rename: like a careful client (a slow writer is covered elsewhere)
+            tmp = self.inbox / f".{p.name}.part"
+            shutil.copyfile(p, tmp)
+            os.replace(tmp, self.inbox / p.name)
+
+    def get(self, path: str, **params):
+        resp = httpx.get(self.url + path, params=params, timeout=120)
+        resp.raise_for_status()
+        return resp.json()
+
+    def wait_done(self, count: int, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        stats = {}
+        while time.monotonic() < deadline:
+            stats = self.get("/stats")
+            s = stats["status"]
+            if sum(s.values()) >= count and s.get("indexed", 0) + s.get("failed", 0) == sum(s.values()):
+                return stats
+            time.sleep(0.5)
+        raise AssertionError(f"not done in {timeout}s: {stats}\n{self.logs()}")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()

@@ -1,0 +1,260 @@
+"""EmbeddedIndex on a real SQLite file with real MiniLM embeddings of a small
+corpus: keyword, semantic and hybrid retrieval, filters, facets, paging, the
+write operations, sharing the file between instances and processes, and
+hostile queries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from doclane.functions.adapters.embedded_index import EmbeddedIndex, fts_query
+from doclane.functions.errors import ConfigError
+from doclane.functions.ports import Chunk, IndexedDocument
+
+pytestmark = pytest.mark.slow  # loads the embedding model
+
+# document_id -> (filename, category, fields, chunks as (heading, text))
+CORPUS: dict[str, tuple[str, str, dict, list[tuple[str | None, str]]]] = {
+    "inv-1": ("acme_invoice_2023-042.pdf", "invoice", {"invoice_number": "INV-2023-0042", "total": "1210.00"}, [
+        ("Invoice", "Invoice number INV-2023-0042. Invoice date 12 March 2023. Bill to Beta GmbH."),
+        ("Payment", "Total due EUR 1,210.00 including VAT 21%. Please pay within 30 days to "
+                    "IBAN NL91ABNA0417164300."),
+    ]),
+    "inv-2": ("factuur_118.pdf", "invoice", {"invoice_number": "2014-118", "total": "717.97"}, [
+        (None, "Factuur 2014-118. Hosting and domain registration for the year. Totaal incl. BTW 717,97."),
+    ]),
+    "con-1": ("service_agreement.docx", "contract", {"parties": ["Alpha Ltd", "Beta GmbH"]}, [
+        ("Term", "This Service Agreement starts on the Effective Date and runs for twelve months."),
+        ("Termination", "Either party may terminate this Agreement with ninety days written notice. "
+                        "The Agreement is governed by the laws of England."),
+    ]),
+    "con-2": ("office_lease.pdf", "contract", {"parties": ["Gamma BV"]}, [
+        ("Lease", "The landlord lets the office space on the second floor to the tenant. "
+                  "Monthly rent is payable in advance on the first day of each month."),
+    ]),
+    "rec-1": ("coffee_receipt.jpg", "receipt", {"merchant": "Coffee Corner"}, [
+        (None, "Coffee Corner. 2 Cappuccino 7.00, 1 Croissant 2.50. TOTAL 9.50 paid by VISA card. Thank you!"),
+    ]),
+    "man-1": ("washer_manual.pdf", "manual", {}, [
+        ("Guarantee", "The manufacturer guarantees this washing machine against defects in materials "
+                      "and workmanship for two years from purchase."),
+        ("Cleaning", "Clean the detergent drawer and the filter regularly to avoid bad smells."),
+    ]),
+    "rep-1": ("q3_report.pdf", "report", {}, [
+        ("Results", "Revenue grew by eight percent in the third quarter while costs stayed flat."),
+        ("Outlook", "We expect growth to slow down next year because of weaker demand in Europe."),
+    ]),
+    "rec-2": ("recipe_pancakes.md", "other", {}, [
+        (None, "Whisk flour, milk and eggs into a smooth batter, then fry thin pancakes in butter."),
+    ]),
+}
+
+HOSTILE = ['AND (', '"', '""', "'", "NEAR(", "a OR", "*", "^", "col:x", ")", "NOT", "-", "\x00", "🙂",
+           "SELECT * FROM documents; --", '"unbalanced phrase', "(((((", "x" * 5000, " ".join(["word"] * 500)]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from doclane.functions.adapters.minilm import shared
+
+    return shared()
+
+
+@pytest.fixture(scope="module")
+def embedded_corpus(embedder):
+    """The corpus as upsert arguments, embedded once for the whole module."""
+    items = []
+    for doc_id, (filename, category, fields, parts) in CORPUS.items():
+        doc = IndexedDocument(doc_id, filename, category, fields, "2024-05-01T12:00:00Z")
+        chunks = [Chunk(doc_id, i, text, heading) for i, (heading, text) in enumerate(parts)]
+        vectors = embedder.embed([f"{c.heading or ''} {c.text}".strip() for c in chunks])
+        items.append((doc, chunks, vectors))
+    return items
+
+
+@pytest.fixture
+def index(tmp_path, embedded_corpus) -> EmbeddedIndex:
+    ix = EmbeddedIndex(tmp_path / "index.db")
+    for doc, chunks, vectors in embedded_corpus:
+        ix.upsert(doc, chunks, vectors)
+    return ix
+
+
+def search(ix: EmbeddedIndex, embedder, query: str, **kw):
+    return ix.search(query, embedder.embed([query])[0], **kw)
+
+
+def test_keyword_finds_exact_terms_with_highlights(index, embedder):
+    result = search(index, embedder, "IBAN NL91ABNA0417164300", mode="keyword")
+    assert [h.document_id for h in result.hits] == ["inv-1"]
+    assert result.total == 1
+    assert "<mark>IBAN</mark>" in result.hits[0].snippet
+    assert "<mark>NL91ABNA0417164300</mark>" in result.hits[0].snippet
+    assert result.hits[0].fields == {"invoice_number": "INV-2023-0042", "total": "1210.00"}
+
+
+def test_keyword_stems_and_matches_filenames(index, embedder):
+    stemmed = search(index, embedder, "terminated", mode="keyword")  # text says "terminate"
+    assert [h.document_id for h in stemmed.hits] == ["con-1"]
+    by_name = search(index, embedder, "factuur", mode="keyword")
+    assert by_name.hits[0].document_id == "inv-2"
+
+
+def test_semantic_finds_a_paraphrase_that_keyword_misses(index, embedder):
+    query = "how long is the warranty on my appliance"
+    assert search(index, embedder, query, mode="keyword").total == 0
+    semantic = search(index, embedder, query, mode="semantic")
+    assert semantic.hits[0].document_id == "man-1"
+    assert "guarantees this washing machine" in semantic.hits[0].snippet  # the best chunk, not the first
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("notice period to end the agreement", "con-1"),
+    ("what did I pay for coffee", "rec-1"),
+    ("quarterly revenue growth", "rep-1"),
+    ("invoice INV-2023-0042", "inv-1"),
+    ("monthly rent for the office", "con-2"),
+])
+@pytest.mark.parametrize("fusion", ["minmax", "rrf"])
+def test_hybrid_ranks_the_right_document_first(tmp_path, embedded_corpus, embedder, query, expected, fusion):
+    ix = EmbeddedIndex(tmp_path / "index.db", fusion=fusion)
+    for doc, chunks, vectors in embedded_corpus:
+        ix.upsert(doc, chunks, vectors)
+    result = search(ix, embedder, query, mode="hybrid")
+    assert result.hits[0].document_id == expected
+
+
+def test_category_filter_keeps_facets_of_the_whole_query(index, embedder):
+    unfiltered = search(index, embedder, "agreement invoice payment", mode="keyword")
+    filtered = search(index, embedder, "agreement invoice payment", mode="keyword", category="contract")
+    assert filtered.facets == unfiltered.facets
+    assert unfiltered.facets["category"]["invoice"] == 2
+    assert unfiltered.facets["category"]["contract"] == 1
+    assert {h.category for h in filtered.hits} == {"contract"}
+    assert filtered.total == unfiltered.facets["category"]["contract"] == len(filtered.hits)
+    assert sum(unfiltered.facets["category"].values()) == unfiltered.total
+
+
+def test_pagination_pages_through_every_match_once(index, embedder):
+    full = search(index, embedder, "money paid", mode="semantic", limit=100)
+    assert full.total == len(CORPUS)  # every document is among the nearest chunks here
+    pages = [search(index, embedder, "money paid", mode="semantic", limit=3, offset=o) for o in (0, 3, 6, 9)]
+    assert [len(p.hits) for p in pages] == [3, 3, 2, 0]
+    assert all(p.total == full.total for p in pages)
+    assert [h.document_id for p in pages for h in p.hits] == [h.document_id for h in full.hits]
+    scores = [h.score for h in full.hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_upsert_twice_keeps_one_copy(index, embedded_corpus, embedder):
+    doc, chunks, vectors = embedded_corpus[0]
+    index.upsert(doc, chunks, vectors)
+    index.upsert(doc, chunks, vectors)
+    assert index.count() == len(CORPUS)
+    result = search(index, embedder, "IBAN", mode="keyword")
+    assert [h.document_id for h in result.hits] == ["inv-1"]
+    semantic = search(index, embedder, "bank account for the payment", mode="semantic", limit=100)
+    assert [h.document_id for h in semantic.hits].count("inv-1") == 1
+
+
+def test_upsert_replaces_old_chunks(index, embedder):
+    doc = IndexedDocument("inv-1", "acme_invoice_2023-042.pdf", "invoice", {}, "2024-05-01T12:00:00Z")
+    chunk = Chunk("inv-1", 0, "Credit note replacing the earlier bill.")
+    index.upsert(doc, [chunk], embedder.embed([chunk.text]))
+    assert search(index, embedder, "IBAN", mode="keyword").total == 0
+    assert search(index, embedder, "credit note", mode="keyword").hits[0].document_id == "inv-1"
+
+
+def test_delete_removes_document_everywhere(index, embedder):
+    index.delete("man-1")
+    index.delete("does-not-exist")  # no error: deleting is idempotent
+    assert index.count() == len(CORPUS) - 1
+    assert search(index, embedder, "washing machine", mode="keyword").total == 0
+    semantic = search(index, embedder, "washing machine guarantee", mode="semantic", limit=100)
+    assert "man-1" not in {h.document_id for h in semantic.hits}
+
+
+def test_update_fields_changes_category_and_fields(index, embedder):
+    index.update_fields("rec-2", "recipe", {"dish": "pancakes"})
+    result = search(index, embedder, "pancakes batter", mode="hybrid", category="recipe")
+    assert [h.document_id for h in result.hits] == ["rec-2"]
+    assert result.hits[0].fields == {"dish": "pancakes"}
+    assert result.facets["category"]["recipe"] == 1
+    assert "other" not in result.facets["category"]
+
+
+def test_second_instance_sees_writes(index, embedder):
+    other = EmbeddedIndex(index.path)
+    assert other.count() == len(CORPUS)
+    query = "solar panels on the roof"
+    before = search(other, embedder, query, mode="semantic")  # loads other's vector cache
+    assert before.hits[0].document_id != "sol-1"
+    doc = IndexedDocument("sol-1", "solar_quote.pdf", "other", {}, "2024-05-02T08:00:00Z")
+    chunk = Chunk("sol-1", 0, "Quote for installing twelve photovoltaic panels on your roof.")
+    index.upsert(doc, [chunk], embedder.embed([chunk.text]))
+    assert other.count() == len(CORPUS) + 1
+    assert search(other, embedder, query, mode="semantic").hits[0].document_id == "sol-1"
+    assert search(other, embedder, "photovoltaic", mode="keyword").hits[0].document_id == "sol-1"
+    index.delete("sol-1")
+    assert "sol-1" not in {h.document_id for h in search(other, embedder, query, mode="semantic").hits}
+
+
+def test_concurrent_writer_processes_lose_nothing(tmp_path):
+    """Two processes upsert at once while this one searches: WAL + busy_timeout queue them."""
+    path = tmp_path / "shared.db"
+    EmbeddedIndex(path)  # create the schema before the writers race
+    writer = textwrap.dedent(f"""
+        import sys, numpy as np
+        from doclane.functions.adapters.embedded_index import EmbeddedIndex
+        from doclane.functions.ports import Chunk, IndexedDocument
+        ix, tag, rng = EmbeddedIndex({str(path)!r}), sys.argv[1], np.random.default_rng(int(sys.argv[2]))
+        for i in range(40):
+            doc = IndexedDocument(f"{{tag}}-{{i}}", f"{{tag}}.txt", tag, {{}}, "2024-01-01")
+            chunks = [Chunk(doc.document_id, j, f"{{tag}} note {{i}} part {{j}}") for j in range(3)]
+            ix.upsert(doc, chunks, rng.normal(size=(3, 16)))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", writer, tag, str(seed)], stderr=subprocess.PIPE)
+             for seed, tag in enumerate(["alpha", "beta"])]
+    reader = EmbeddedIndex(path)
+    while any(p.poll() is None for p in procs):
+        reader.search("note", np.ones(16, dtype=np.float32), mode="hybrid")
+    assert [p.wait() for p in procs] == [0, 0], [p.stderr.read().decode() for p in procs]
+    result = reader.search("note", np.ones(16, dtype=np.float32), mode="keyword")
+    assert reader.count() == 80
+    assert result.facets == {"category": {"alpha": 40, "beta": 40}}
+
+
+@pytest.mark.parametrize("mode", ["keyword", "semantic", "hybrid"])
+def test_hostile_queries_do_not_raise(index, embedder, mode):
+    for query in HOSTILE:
+        result = index.search(query, embedder.embed(["x"])[0], mode=mode)
+        assert result.total >= 0
+    assert index.search("the and of", None, mode="keyword").total == 0  # stop words only
+
+
+def test_fts_query_quotes_every_term():
+    assert fts_query('"termination notice" AND (fees') == '"termination notice" OR "fees"'
+    assert fts_query("the of and") is None
+    assert fts_query('"') is None
+
+
+def test_wrong_vector_dimension_is_a_config_error(index):
+    doc = IndexedDocument("x", "x.txt", "other", {}, "2024-01-01")
+    with pytest.raises(ConfigError, match="dimension|384"):
+        index.upsert(doc, [Chunk("x", 0, "text")], np.ones((1, 8), dtype=np.float32))
+    assert index.count() == len(CORPUS)  # the failed upsert rolled back
+
+
+def test_empty_index_answers_empty(tmp_path):
+    ix = EmbeddedIndex(tmp_path / "empty.db")
+    for mode in ("keyword", "semantic", "hybrid"):
+        result = ix.search("anything", np.ones(384, dtype=np.float32), mode=mode)
+        assert (result.total, result.hits, result.facets) == (0, [], {"category": {}})
+    with pytest.raises(ValueError, match="mode"):
+        ix.search("x", None, mode="fuzzy")

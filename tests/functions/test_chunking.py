@@ -1,0 +1,80 @@
+"""Chunking real parsed documents with the MiniLM tokenizer: structure-aware
+chunks with heading paths where Docling found structure, token windows
+otherwise, and never a chunk longer than the model accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from doclane.functions.adapters.docling_parser import DoclingParser
+from doclane.functions.chunking import chunk, count_tokens
+from doclane.functions.ports import ParsedDocument
+
+DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
+
+
+@pytest.fixture(scope="module")
+def parse():
+    parser = DoclingParser(isolate=False)
+    return lambda name: parser.parse((DOCS / name).read_bytes(), name)
+
+
+def _words(n: int) -> str:
+    vocabulary = ["invoice", "amount", "Rotterdam", "twenty", "delivery", "käse", "2023-05-05", "€4.904,94"]
+    return " ".join(f"{vocabulary[i % len(vocabulary)]}{i}" for i in range(n))
+
+
+def test_headings_become_the_heading_path_and_prefix_the_text(parse):
+    chunks = chunk(parse("fake-html.html"), "doc-1")
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    assert all(c.document_id == "doc-1" for c in chunks)
+    table_chunk = next(c for c in chunks if "Row 2, Cell 1" in c.text)
+    assert table_chunk.heading == "My First Heading > My Second Heading > A Third Heading"
+    assert table_chunk.text.startswith("My First Heading\nMy Second Heading\nA Third Heading")
+
+
+@pytest.mark.parametrize("name", ["simple.docx", "fake-power-point.pptx", "stanley-cups.xlsx",
+                                  "fake-email-attachment.eml", "fake-text-utf-16.txt", "fake-memo.pdf"])
+def test_every_format_gives_chunks_within_the_limit(parse, name):
+    chunks = chunk(parse(name), "doc", max_tokens=64)
+    assert chunks
+    assert all(count_tokens(c.text) <= 64 for c in chunks)
+
+
+def test_pdf_text_is_covered_by_the_chunks(parse):
+    doc = parse("fake-memo.pdf")
+    joined = " ".join(c.text for c in chunk(doc, "memo", max_tokens=48))
+    for phrase in ("May 5, 2023", "20,000 bottles of water", "January 23"):
+        assert phrase in joined
+
+
+def test_long_text_without_docling_is_windowed_with_overlap():
+    text = _words(1500)
+    chunks = chunk(ParsedDocument(markdown=text, text=text), "long", max_tokens=128)
+    assert len(chunks) > 5
+    assert all(c.heading is None for c in chunks)
+    assert all(count_tokens(c.text) <= 128 for c in chunks)
+    for first, second in zip(chunks, chunks[1:]):
+        assert first.text.split()[-1] in second.text  # consecutive windows overlap
+    assert chunks[0].text.startswith("invoice0 ")
+    assert chunks[-1].text.endswith("twenty1499")  # nothing lost at the end
+    assert "€4.904,941495 " in chunks[-1].text and "käse1493" in chunks[-1].text  # original spelling
+
+
+def test_a_single_endless_word_still_fits():
+    text = "x" * 5000
+    chunks = chunk(ParsedDocument(markdown=text, text=text), "blob", max_tokens=32)
+    assert chunks and all(count_tokens(c.text) <= 32 for c in chunks)
+
+
+def test_docling_document_without_chunks_falls_back_to_text(parse):
+    doc = parse("fake-memo.pdf")
+    emptied = dict(doc.docling, texts=[], body=dict(doc.docling["body"], children=[]))
+    chunks = chunk(ParsedDocument(markdown=doc.markdown, text=doc.text, docling=emptied), "memo")
+    assert chunks and "20,000 bottles" in chunks[0].text
+
+
+def test_no_text_gives_no_chunks():
+    assert chunk(ParsedDocument(markdown="", text="   "), "empty") == []
