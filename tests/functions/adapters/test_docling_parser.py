@@ -161,6 +161,13 @@ def test_pdf_without_text_layer_is_an_error_not_an_empty_document(parser):
         parser.parse(pdf, "scan.pdf")
 
 
+def test_pdfium_text_layer_is_the_fallback_when_docling_finds_none(parser):
+    doc = parser.parse(read("issue17848.pdf"), "hello.pdf")
+    assert "Hello World" in doc.text
+    assert doc.meta["text_source"] == "pdfium"
+    assert doc.pages == 1
+
+
 # --------------------------------------------------------------------------- isolation
 def test_isolated_parse_gives_the_same_document(parser, isolated):
     assert isolated.parse(read("fake-memo.pdf"), "memo.pdf") == parser.parse(read("fake-memo.pdf"), "memo.pdf")

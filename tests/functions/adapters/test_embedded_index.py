@@ -131,8 +131,8 @@ def test_hybrid_ranks_the_right_document_first(tmp_path, embedded_corpus, embedd
 
 
 def test_category_filter_keeps_facets_of_the_whole_query(index, embedder):
-    unfiltered = search(index, embedder, "agreement invoice payment", mode="keyword")
-    filtered = search(index, embedder, "agreement invoice payment", mode="keyword", category="contract")
+    unfiltered = search(index, embedder, "agreement invoice factuur", mode="keyword")
+    filtered = search(index, embedder, "agreement invoice factuur", mode="keyword", category="contract")
     assert filtered.facets == unfiltered.facets
     assert unfiltered.facets["category"]["invoice"] == 2
     assert unfiltered.facets["category"]["contract"] == 1

@@ -1,0 +1,91 @@
+"""The bus binding's acknowledgement policy, on the embedded bus with the
+real ingest/classify functions and embedded adapters."""
+
+import threading
+
+import pytest
+
+from doclane.events import codec
+from doclane.events.envelope import new_event
+from doclane.functions import binding
+from doclane.functions.context import Context
+from doclane.functions.ports import DocumentRecord
+from doclane.functions.runtime import load, triggers
+
+
+@pytest.fixture
+def context(settings):
+    c = Context(settings)
+    c.bus.declare(triggers(settings))
+    yield c
+    c.close()
+
+
+def register(context, doc_id="d1", sha="0" * 64):
+    context.metadata.register(DocumentRecord(document_id=doc_id, bucket="inbox", key="a.pdf", filename="a.pdf",
+                                             content_type="application/pdf", size=3, sha256=sha, status="uploaded"))
+
+
+def test_garbage_on_the_queue_is_dead_lettered_and_the_worker_goes_on(context):
+    bus = context.bus
+    bus.enqueue_raw("ingest", b'{"specversion": "1.0", "id": ')  # truncated JSON
+    bus.enqueue_raw("ingest", b'{"specversion":"1.0","id":"x","source":"/t","type":"io.doclane.nope.v1"}')
+    settled = binding.consume(bus, load("ingest"), context, idle_seconds=0.2)
+    assert settled == 2
+    reasons = [d.reason for d in bus.dead_letters("ingest")]
+    assert any("not valid JSON" in r for r in reasons) and any("unknown event type" in r for r in reasons)
+
+
+def test_a_failing_handler_is_retried_then_the_document_fails_with_the_reason(context):
+    register(context)
+    event = new_event("document.uploaded", {"document_id": "d1", "bucket": "inbox", "key": "a.pdf",
+                                            "filename": "a.pdf", "size": 3, "sha256": "0" * 64},
+                      subject="d1", source="test")
+    context.bus.publish(event)
+    calls = []
+
+    def explode(*args, **kwargs):
+        calls.append(1)
+        raise ConnectionError("store went away")
+
+    fn = load("classify")
+    flaky = type(fn)(**{**fn.__dict__, "handle": explode})
+    binding.consume(context.bus, flaky, context, idle_seconds=1.0, max_attempts=3)
+    assert len(calls) == 3  # max_attempts
+    (dead,) = context.bus.dead_letters("classify")
+    assert "ConnectionError: store went away" in dead.reason
+    record = context.metadata.get("d1")
+    assert record.status == "failed" and "store went away" in record.error
+    # ... and notify gets a document.failed saying why
+    (delivery,) = context.bus.receive("notify", wait_seconds=0)
+    failed = codec.loads(delivery.body)
+    assert failed["type"] == "io.doclane.document.failed.v1"
+    assert failed.get_data()["stage"] == "classify" and "store went away" in failed.get_data()["reason"]
+
+
+def test_exhausted_deliveries_are_not_run_again(context):
+    """A message whose workers kept dying arrives with attempt > max: it is
+    dead-lettered without running the handler a fourth time."""
+    register(context)
+    context.bus.publish(new_event("document.uploaded", {"document_id": "d1", "bucket": "inbox", "key": "a.pdf",
+                                                        "filename": "a.pdf", "size": 3, "sha256": "0" * 64},
+                                  subject="d1", source="test"))
+    for _ in range(3):  # three workers took it and died
+        context.bus.receive("classify", wait_seconds=0, owner="w")
+        context.bus.release_owner("w")
+    fn = load("classify")
+    ran = []
+    guarded = type(fn)(**{**fn.__dict__, "handle": lambda *a: ran.append(1) or []})
+    binding.consume(context.bus, guarded, context, idle_seconds=0.2, max_attempts=3)
+    assert ran == []
+    assert "gave up after 3 attempts" in context.bus.dead_letters("classify")[0].reason
+    assert context.metadata.get("d1").status == "failed"
+
+
+def test_consume_stops_when_asked(context):
+    stop = threading.Event()
+    t = threading.Thread(target=binding.consume, args=(context.bus, load("ingest"), context), kwargs={"stop": stop})
+    t.start()
+    stop.set()
+    t.join(5)
+    assert not t.is_alive()
