@@ -91,6 +91,10 @@ class DoclingParser:
         except MemoryError:
             limit = f" of {self.memory_limit / 2**30:.1f} GiB" if self.memory_limit else ""
             raise ParseError(f"parser ran out of memory (limit{limit})") from None
+        except ParseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the same input would fail the same way again
+            raise ParseError(f"parser failed: {type(exc).__name__}: {str(exc)[:300]}") from None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -296,11 +300,14 @@ def _pdfium_fallback(data: bytes, filename: str, title: str | None) -> ParsedDoc
     reads and docling-parse does not; None if it finds no words either."""
     import pypdfium2
 
-    pdf = pypdfium2.PdfDocument(data)
     try:
-        pages = [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
-    finally:
-        pdf.close()
+        pdf = pypdfium2.PdfDocument(data)
+        try:
+            pages = [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
+        finally:
+            pdf.close()
+    except pypdfium2.PdfiumError:
+        return None
     if not _has_words("".join(pages)):
         return None
     parsed = _document_from_parts(filename, None, [], pages, {"text_source": "pdfium"})

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 PIECE_CHARS = 1000  # ~ one 256-wordpiece chunk of prose; the document is read from its first two
 EMAIL_EXTENSIONS = {".eml", ".msg", ".mbox", ".emlx"}
+SALUTATION = re.compile(r"^\s*(?:dear|geachte|sehr\s+geehrte|madame|monsieur|cher|ch[èe]re|liebe|beste)\b[^\n]{0,60}[,:]?\s*$",
+                        re.IGNORECASE | re.MULTILINE)
+CLOSING = re.compile(r"^\s*(?:yours\s+(?:sincerely|faithfully|truly)|sincerely|(?:kind|best|warm)\s+regards|met\s+vriendelijke"
+                     r"|mit\s+freundlichen|cordialement)\b", re.IGNORECASE | re.MULTILINE)
+MAIL_HEADER = re.compile(r"^(from|to|cc|subject|date|sent|message-id|reply-to)\s*:", re.IGNORECASE | re.MULTILINE)
 
 
 class EmbeddedClassifier:
@@ -66,7 +71,7 @@ class EmbeddedClassifier:
     # ------------------------------------------------------------------ port
     def classify(self, doc: ParsedDocument, filename: str) -> Classification:
         head = _head(doc)
-        file_ev = self._file_evidence(doc, filename)
+        file_ev = self._file_evidence(doc, filename, head)
         if len(re.findall(r"[^\W\d_]{2,}", head)) < 3 and not any(file_ev.values()):
             return Classification(categories_mod.OTHER, 1.0, self.name, {categories_mod.OTHER: 1.0},
                                   "too little text to classify")
@@ -76,7 +81,7 @@ class EmbeddedClassifier:
         kw_hits = {n: [k.pattern for k in rxs if k.search(head.lower())] for n, rxs in self._keywords.items()}
 
         logits = {n: sims[n] / self.temperature
-                  + self.keyword_weight * min(1.0, len(kw_hits.get(n, ())) / 3)
+                  + self.keyword_weight * _saturate(len(kw_hits.get(n, ())))
                   + self.file_weight * file_ev.get(n, 0.0) for n in sims}
         top = max(logits.values())
         exp = {n: math.exp(v - top) for n, v in logits.items()}
@@ -84,12 +89,12 @@ class EmbeddedClassifier:
         best = max(probs, key=probs.get)
         # Softmax only ranks: a text unlike every category (noise, another
         # language) still gets a winner. Damp it by how similar it truly is.
-        evidence = max(_ramp(sims[best], 0.2, 0.4), min(1.0, len(kw_hits.get(best, ())) / 3), file_ev.get(best, 0.0))
+        evidence = max(_ramp(sims[best], 0.2, 0.4), _saturate(len(kw_hits.get(best, ()))), file_ev.get(best, 0.0))
         confidence = round(probs[best] * evidence, 4)
         scores = {n: round(p * evidence, 4) for n, p in probs.items()}
         reason = (f"similarity {sims[best]:.2f}" + (f"; keywords: {', '.join(_plain(k) for k in kw_hits[best][:5])}"
                                                     if kw_hits.get(best) else "")
-                  + ("; file type / headers" if file_ev.get(best) else ""))
+                  + ("; file type / structure" if file_ev.get(best) else ""))
         if confidence < self.categories.threshold and best != categories_mod.OTHER:
             scores.setdefault(categories_mod.OTHER, round(1 - confidence, 4))
             return Classification(categories_mod.OTHER, round(1 - confidence, 4), self.name, scores,
@@ -132,12 +137,18 @@ class EmbeddedClassifier:
                 sims[name] = max(sims.get(name, -1.0), score)
         return sims
 
-    def _file_evidence(self, doc: ParsedDocument, filename: str) -> dict[str, float]:
-        """What the container says: an .eml is an e-mail; so is a parse that found mail headers."""
+    def _file_evidence(self, doc: ParsedDocument, filename: str, head: str) -> dict[str, float]:
+        """What the container says: an .eml is an e-mail; so is a parse that
+        found mail headers, or a text that opens with a header block."""
         ev: dict[str, float] = {}
         meta = {str(k).lower() for k in (doc.meta or {})}
+        headers = {m.group(1).lower() for m in MAIL_HEADER.finditer("\n".join(head.splitlines()[:20]))}
         if Path(filename or "").suffix.lower() in EMAIL_EXTENSIONS or {"from", "subject"} <= meta:
             ev["email"] = 1.0
+        elif len(headers) >= 2:
+            ev["email"] = min(1.0, len(headers) / 3)
+        elif SALUTATION.search("\n".join(head.splitlines()[:15])):  # a letter opens with a greeting...
+            ev["letter"] = 0.6 + 0.4 * bool(CLOSING.search(doc.text or ""))  # ...and closes with a sign-off
         stem = Path(filename or "").stem.lower()
         for c in self.categories.items:
             words = [c.name, *(k for k in c.keywords if re.fullmatch(r"[^\W\d_]{4,}", k))]
@@ -180,6 +191,11 @@ def _plain(pattern: str) -> str:
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return (v / n).astype(np.float32) if n else v.astype(np.float32)
+
+
+def _saturate(hits: int) -> float:
+    """Keyword evidence: one hit counts, each further hit adds less (1 -> .49, 3 -> .86)."""
+    return 1.0 - math.exp(-hits / 1.5)
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:

@@ -76,7 +76,7 @@ CURRENCY_SIGNS = {"€": "EUR", "$": "USD", "us$": "USD", "£": "GBP", "₹": "I
 _CUR = (r"(?:US\$|R\$|[€$£₹¥]|Rs\.?|zł|\b(?:EUR|USD|GBP|INR|PLN|CHF|JPY|CNY|SEK|NOK|DKK|CZK|HUF|RON|BGN|AUD|CAD|NZD"
         r"|BRL|MXN|ZAR|TRY|HKD|SGD|AED|SAR)\b)")
 _NUM = r"-?(?:\d{1,3}(?:[.,'\u00a0\u202f]\d{3})+|\d+)(?:[.,]\d{2})"
-AMOUNT_RX = re.compile(rf"(?:{_CUR}\s?)?(?<![\w.,]){_NUM}(?![\d%])(?:\s?{_CUR})?|{_CUR}\s?-?\d+(?![\d.,%])")
+AMOUNT_RX = re.compile(rf"(?:{_CUR}\s{{0,2}})?(?<![\w.,]){_NUM}(?![\d%])(?:\s{{0,2}}{_CUR})?|{_CUR}\s?-?\d+(?![\d.,%])")
 EMAIL_RX = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 IBAN_RX = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,32}")
 VAT_RX = re.compile(r"\b(?:AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)"
@@ -129,7 +129,11 @@ class Page:
     def __init__(self, doc: ParsedDocument):
         self.doc = doc
         self.meta = {str(k).lower(): v for k, v in (doc.meta or {}).items()}
-        layout = layout_lines(doc.docling) if doc.docling else None
+        try:
+            layout = layout_lines(doc.docling) if doc.docling else None
+        except (TypeError, ValueError, AttributeError, KeyError):  # a Docling dict of another shape: use the text
+            log.warning("could not rebuild rows from the Docling document; reading the plain text")
+            layout = None
         self.lines = [ln.strip() for ln in (layout or (doc.text or doc.markdown or "").splitlines())]
         self.text = "\n".join(self.lines)
 
@@ -150,7 +154,7 @@ class Page:
         for i, ln in enumerate(self.lines):
             blank = _blank(ln, [*self.dates[i], *self.amounts[i]])
             out.append([Hit(i, m.start(), m.end(), m.group().rstrip(".-/"), m.group()) for m in ID_RX.finditer(blank)
-                        if sum(c.isdigit() for c in m.group()) >= 3 and not blank[m.end():m.end() + 1] == "%"])
+                        if sum(c.isdigit() for c in m.group()) >= 2 and not blank[m.end():m.end() + 1] == "%"])
         return out
 
     @cached_property
@@ -159,7 +163,7 @@ class Page:
         for m in AMOUNT_RX.finditer(self.text):
             if code := currency_code(Price.fromstring(m.group()).currency):
                 votes[code] = votes.get(code, 0) + 1
-        for m in re.finditer(r"\b(?:in|en|in)\s+(US dollars|dollars|euros?|rupees)\b", self.text, _I):
+        for m in re.finditer(r"\b(?:in|en)\s+(US dollars|dollars|euros?|rupees)\b", self.text, _I):
             code = currency_code(m.group(1))
             votes[code] = votes.get(code, 0) + 3  # "All prices are in US Dollars" is explicit
         return votes
@@ -251,14 +255,18 @@ def _blank(line: str, hits: list[Hit]) -> str:
 def layout_lines(docling: dict) -> list[str] | None:
     """Rows rebuilt from Docling item boxes: items whose vertical centres fall
     inside each other's extent are one row, read left to right."""
+    boxed = [(prov.get("page_no", 1), prov.get("bbox") or {}, it.get("text") or "")
+             for it in docling.get("texts") or [] for prov in (it.get("prov") or [])[:1]]
+    for table in docling.get("tables") or []:  # table cells carry their own boxes, on the table's page
+        page_no = next((p.get("page_no", 1) for p in table.get("prov") or []), 1)
+        boxed += [(page_no, cell.get("bbox") or {}, cell.get("text") or "")
+                  for cell in (table.get("data") or {}).get("table_cells") or []]
     items = []
-    for it in docling.get("texts") or []:
-        for prov in (it.get("prov") or [])[:1]:
-            b = prov.get("bbox") or {}
-            if {"l", "t", "r", "b"} <= b.keys() and (it.get("text") or "").strip():
-                flip = 1 if str(b.get("coord_origin", "BOTTOMLEFT")).upper().startswith("BOTTOM") else -1
-                top, bottom = sorted((flip * b["t"], flip * b["b"]), reverse=True)
-                items.append((prov.get("page_no", 1), top, bottom, b["l"], it["text"].replace("\n", " ")))
+    for page_no, b, text in boxed:
+        if {"l", "t", "r", "b"} <= b.keys() and text.strip():
+            flip = 1 if str(b.get("coord_origin", "BOTTOMLEFT")).upper().startswith("BOTTOM") else -1
+            top, bottom = sorted((flip * float(b["t"]), flip * float(b["b"])), reverse=True)
+            items.append((page_no, top, bottom, float(b["l"]), text.replace("\n", " ")))
     if not items:
         return None
     rows: list[list[tuple]] = []

@@ -173,5 +173,18 @@ def test_layout_lines_rebuild_rows_from_boxes():
         {"text": "Rechnungsdatum", "prov": box(55, 523, 124, 515)},
         {"text": "Rechnungsnr.", "prov": box(55, 535, 109, 527)},
         {"text": "7. Mai 2014", "prov": box(149, 523, 195, 516)},
-    ]}
-    assert layout_lines(docling) == ["Rechnungsnr.  30064443", "Rechnungsdatum  7. Mai 2014"]
+    ], "tables": [{"prov": box(50, 500, 300, 480), "data": {"table_cells": [
+        {"text": "34,73", "bbox": box(250, 498, 290, 490)[0]["bbox"]},
+        {"text": "Total EUR", "bbox": box(50, 498, 120, 490)[0]["bbox"]},
+    ]}}]}
+    assert layout_lines(docling) == ["Rechnungsnr.  30064443", "Rechnungsdatum  7. Mai 2014", "Total EUR  34,73"]
+    fields = HeuristicExtractor().extract(ParsedDocument(markdown="", text="", docling=docling), "invoice")
+    assert {k: fields[k].value for k in ("invoice_number", "date", "total", "currency")} == {
+        "invoice_number": "30064443", "date": "2014-05-07", "total": "34.73", "currency": "EUR"}
+
+
+def test_a_docling_dict_of_another_shape_falls_back_to_text(extractor):
+    text = "Invoice number: A-17\nTotal: 10,00 EUR"
+    fields = extractor.extract(ParsedDocument(markdown=text, text=text, docling={"texts": [{"prov": [{"bbox": "?"}]}]}),
+                               "invoice")
+    assert fields["invoice_number"].value == "A-17" and fields["total"].value == "10.00"
