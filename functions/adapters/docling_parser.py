@@ -274,7 +274,8 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
         if getattr(exc, "err_code", None) == pypdfium2.raw.FPDF_ERR_PASSWORD:
             raise ParseError("encrypted PDF: it needs a password to open") from None
         found = re.search(r"PDFium: ([^)]+)", str(exc))
-        pdfium_problem = f"PDFium reports {found.group(1) if found else exc}".rstrip(". ")
+        problem = found.group(1) if found and found.group(1) != "Success" else "cannot open it"
+        pdfium_problem = f"PDFium: {problem}".rstrip(". ")
     else:
         try:
             pages = len(pdf)
