@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PYTEST_ARGS ?=
 
-.PHONY: install up test lint schemas clean
+.PHONY: install up test lint schemas clean images wheels browser-deps
 
 install: $(STAMP)
 
@@ -25,11 +25,55 @@ $(STAMP): pyproject.toml requirements.lock
 up: install
 	$(VENV)/bin/doclane up $(ARGS)
 
-test: install
+test: install browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The dashboard's browser tests drive Debian's chromium with Playwright (never
+# `playwright install`, which downloads a browser build); the edge gateway's
+# test runs infra/gateway/nginx.conf in nginx. Installed here when missing and
+# we are root with apt-get (policy-rc.d: the package must not start a daemon);
+# otherwise those tests skip with the reason (and fail under CI=true).
+BROWSER_DEPS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light)
+browser-deps:
+	@if [ -z "$(strip $(BROWSER_DEPS))" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(strip $(BROWSER_DEPS)) for the browser and gateway tests (apt-get)"; \
+	  mine=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; mine=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_DEPS) >/dev/null; \
+	  status=$$?; [ -z "$$mine" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	else echo "missing $(strip $(BROWSER_DEPS)) and not root with apt-get: the browser/gateway tests will skip"; fi
 
 schemas: install
 	$(VENV)/bin/doclane schemas export
+
+# Function images (Dockerfile targets). CONTAINER: docker or podman (on a
+# machine without a Docker engine: CONTAINER="$$(../shared/tools/container-base)"
+# BUILD_FLAGS="--pull=never --network=host"). TORCH_INDEX_URL: an index with
+# torch's CPU wheel (https://download.pytorch.org/whl/cpu) when pip here
+# would otherwise take the multi-GB CUDA build.
+CONTAINER ?= $(shell command -v docker || command -v podman)
+REGISTRY ?= doclane
+TAG ?= latest
+IMAGES ?= ingest classify extract index notify api
+BUILD_FLAGS ?=
+WHEELS := infra/images/wheels
+
+wheels: $(WHEELS)/.stamp
+
+$(WHEELS)/.stamp: install
+	mkdir -p $(WHEELS)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: -d $(WHEELS) \
+	  $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
+	touch $@
+
+images: wheels
+	@test -n "$(CONTAINER)" || { echo "make images: no docker or podman found (set CONTAINER=...)"; exit 2; }
+	for t in $(IMAGES); do \
+	  start=$$(date +%s); \
+	  $(CONTAINER) build $(BUILD_FLAGS) --target $$t -t $(REGISTRY)/$$t:$(TAG) . || exit 1; \
+	  echo "built $(REGISTRY)/$$t:$(TAG) in $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
 	rm -rf $(VENV) .doclane .pytest_cache

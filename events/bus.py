@@ -91,9 +91,20 @@ def retry_queue_name(trigger: str, broker: str = BROKER) -> str:
     return f"{broker}.{trigger}.retry"
 
 
+def delay_queue_name(trigger: str, delay_seconds: float, broker: str = BROKER) -> str:
+    """One queue per back-off step: a queue-wide TTL keeps expiry in FIFO
+    order (per-message TTLs would wait behind a longer one at the head)."""
+    return f"{retry_queue_name(trigger, broker)}.{round(delay_seconds * 1000)}ms"
+
+
 def exchange_name(broker: str = BROKER) -> str:
     return f"{broker}.broker"
 
 
 def dead_letter_exchange_name(broker: str = BROKER) -> str:
     return f"{broker}.dlx"
+
+
+def retry_exchange_name(broker: str = BROKER) -> str:
+    """Where expired delayed messages go back to their trigger's queue (by name)."""
+    return f"{broker}.retry"

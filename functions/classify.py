@@ -27,7 +27,7 @@ def handle(event: CloudEvent, data: DocumentUploadedV1, ctx) -> list[CloudEvent]
         return []
     failed = dict(stage="classify", document_id=doc_id, filename=data.filename, batch_id=data.batch_id)
     try:
-        content = ctx.bucket.get(data.key)
+        content = ctx.objects(data.bucket).get(data.key)
     except NotFound:
         return [fail(event, ctx, reason=f"{data.key} is no longer in the bucket", error_type="missing", **failed)]
     if sha256(content) != data.sha256:

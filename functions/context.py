@@ -32,8 +32,22 @@ class Context:
 
         return FolderStore(self.settings.inbox, bucket="inbox")
 
+    def objects(self, bucket: str):
+        """The store holding a notification's bucket: with S3 the notification
+        may name another bucket of the same endpoint; the folder has one."""
+        for_bucket = getattr(self.bucket, "for_bucket", None)
+        return for_bucket(bucket) if for_bucket and bucket else self.bucket
+
     @cached_property
     def artefacts(self):
+        if self.settings.s3:
+            # Every function process must see the parsed documents: with S3 they
+            # go to the object store too (never a local folder of one machine).
+            from doclane.functions.adapters.s3_store import ARTEFACT_PREFIX, S3Store
+
+            if self.settings.s3_artefact_bucket:
+                return S3Store.from_settings(self.settings, bucket=self.settings.s3_artefact_bucket)
+            return S3Store.from_settings(self.settings, prefix=ARTEFACT_PREFIX)
         from doclane.functions.adapters.folder_store import FolderStore
 
         return FolderStore(self.settings.artefact_dir, bucket="artefacts")
@@ -46,6 +60,10 @@ class Context:
 
     @cached_property
     def index(self):
+        if self.settings.opensearch_url:
+            from doclane.functions.adapters.opensearch_index import OpenSearchIndex
+
+            return OpenSearchIndex.from_settings(self.settings, dimension=self.embedder.dimension)
         from doclane.functions.adapters.embedded_index import EmbeddedIndex
 
         return EmbeddedIndex(self.settings.index_path, fusion=self.settings.search_fusion)
@@ -54,7 +72,20 @@ class Context:
     def embedder(self):
         from doclane.functions.adapters import minilm
 
+        if self.settings.embedder == "ollama":
+            from doclane.functions.adapters.ollama_models import OllamaEmbedder
+
+            return OllamaEmbedder(self.ollama, fallback=minilm.shared)
         return minilm.shared()
+
+    @cached_property
+    def ollama(self):
+        from doclane.functions.adapters.ollama_models import OllamaConnection
+        from doclane.functions.errors import ConfigError
+
+        if not self.settings.ollama_host:
+            raise ConfigError("DOCLANE_EMBEDDER=ollama needs OLLAMA_HOST (e.g. http://127.0.0.1:11434)")
+        return OllamaConnection.from_settings(self.settings)
 
     @cached_property
     def parser(self):
@@ -66,13 +97,23 @@ class Context:
     def classifier(self):
         from doclane.functions.adapters.embedded_classifier import EmbeddedClassifier
 
-        return EmbeddedClassifier(self.embedder, self.categories,
-                                  examples_store=self.settings.data_dir / "examples.jsonl")
+        examples = self.settings.data_dir / "examples.jsonl"
+        if self.settings.ollama_host:
+            from doclane.functions.adapters import minilm
+            from doclane.functions.adapters.ollama_models import OllamaClassifier
+
+            return OllamaClassifier(self.ollama, self.categories, examples, fallback=lambda: EmbeddedClassifier(
+                minilm.shared(), self.categories, examples_store=examples))
+        return EmbeddedClassifier(self.embedder, self.categories, examples_store=examples)
 
     @cached_property
     def extractor(self):
         from doclane.functions.adapters.heuristic_extractor import HeuristicExtractor
 
+        if self.settings.ollama_host:
+            from doclane.functions.adapters.ollama_models import OllamaExtractor
+
+            return OllamaExtractor(self.ollama, self.categories, fallback=lambda: HeuristicExtractor(self.categories))
         return HeuristicExtractor(self.categories)
 
     @cached_property

@@ -8,10 +8,13 @@ next event out in binary mode, with Knative's reply semantics:
 
 A function may emit several events; the first is the reply and the rest go
 to K_SINK (set by a SinkBinding or the platform) when there is one.
+With DOCLANE_REPLY_VIA_BUS (OpenFaaS, whose connectors drop replies) every
+output is published to the bus instead and the answer is 202.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from typing import Callable
@@ -24,6 +27,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from doclane.events.envelope import InvalidEvent
 from doclane.functions.errors import Permanent, Retryable
 from doclane.functions.runtime import Function, invoke
+from doclane.functions.sources import normalise
 
 log = logging.getLogger("doclane.http")
 
@@ -46,7 +50,7 @@ def handle_cloudevent(fn: Function, context) -> Response:
     except Exception as exc:  # the SDK raises several types for malformed input
         return problem(400, "Bad CloudEvent", f"{type(exc).__name__}: {exc}")
     try:
-        outputs = invoke(fn, event, context)
+        outputs = invoke(fn, normalise(event), context)  # foreign sources (e.g. RabbitmqSource) made doclane events
     except (InvalidEvent, Permanent) as exc:
         return problem(400, "Event refused", str(exc))
     except Retryable as exc:
@@ -54,6 +58,10 @@ def handle_cloudevent(fn: Function, context) -> Response:
     except Exception as exc:
         log.exception("%s failed", fn.name)
         return problem(500, "Function failed", f"{type(exc).__name__}: {exc}")
+    if outputs and context.settings.reply_via_bus:
+        for out in outputs:
+            context.bus.publish(out)
+        return Response(status=202)
     if not outputs:
         return Response(status=202)
     _send_rest(outputs[1:])
@@ -91,5 +99,32 @@ def function_app(fn: Function, context) -> Flask:
     app = Flask(f"doclane.{fn.name}")
     app.config["doclane.ctx"] = context
     app.register_blueprint(health_blueprint(lambda: {"function": fn.name}))
-    app.add_url_rule("/", "cloudevent", lambda: handle_cloudevent(fn, context), methods=["POST"])
+    app.add_url_rule("/", "cloudevent", _guarded(lambda: handle_cloudevent(fn, context), context), methods=["POST"])
+    if fn.name == "ingest":  # ingest also takes MinIO's webhook target directly
+        from doclane.functions.minio_webhook import bp as minio_webhook
+
+        app.register_blueprint(minio_webhook)
     return app
+
+
+def _guarded(view: Callable[[], Response], context) -> Callable[[], Response]:
+    """A stage's own CloudEvents endpoint has no user auth: only the broker
+    calls it, inside the cluster, and a broker sends no API key. With
+    DOCLANE_FUNCTION_TOKEN set, a request must carry `Authorization: Bearer
+    <token>` (401 otherwise, which a broker retries, so a misconfiguration
+    loses nothing): for platforms whose caller can add a header (OpenFaaS
+    connectors, a proxy). In Knative use the broker's OIDC identity or a
+    NetworkPolicy instead (infra/gateway/README.md)."""
+    token = getattr(context.settings, "function_token", None)
+    if not token:
+        return view
+
+    def check() -> Response:
+        sent = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {token}".encode()):
+            resp = problem(401, "Unauthorized", "send Authorization: Bearer <DOCLANE_FUNCTION_TOKEN>")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="doclane-function"'
+            return resp
+        return view()
+
+    return check

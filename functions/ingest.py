@@ -34,11 +34,23 @@ def handle(event: CloudEvent, data: BucketNotificationV1, ctx) -> list[CloudEven
         raise Permanent(f"not a bucket notification: {exc}") from None
     out: list[CloudEvent] = []
     for obj in objects:
+        if _artefact(obj, ctx.settings):
+            continue
         if obj.action == "removed":
             out.append(_deleted(event, obj))
         else:
             out.extend(_created(event, obj, ctx))
     return out
+
+
+def _artefact(obj: ObjectEvent, settings) -> bool:
+    """doclane's own parsed documents in the bucket are not documents: a
+    notification for them must never loop back into the pipeline."""
+    if not settings.s3:
+        return False
+    from doclane.functions.adapters.s3_store import ARTEFACT_PREFIX
+
+    return obj.bucket == settings.s3_artefact_bucket or obj.key.startswith(ARTEFACT_PREFIX)
 
 
 def _deleted(event: CloudEvent, obj: ObjectEvent) -> CloudEvent:
@@ -51,7 +63,7 @@ def _created(event: CloudEvent, obj: ObjectEvent, ctx) -> list[CloudEvent]:
     doc_id = document_id(obj.bucket, obj.key)
     filename = PurePosixPath(obj.key).name
     try:
-        info = ctx.bucket.head(obj.key)
+        info = ctx.objects(obj.bucket).head(obj.key)
     except NotFound:
         log.info("%s/%s is gone before ingest; nothing to do", obj.bucket, obj.key)
         return []
@@ -64,7 +76,7 @@ def _created(event: CloudEvent, obj: ObjectEvent, ctx) -> list[CloudEvent]:
         rec = _register(ctx, doc_id, obj, filename, content_type, info.size, "0" * 64, batch_id)
         return [fail(event, ctx, stage="ingest", reason=f"file is {info.size} bytes; the limit is {limit} (DOCLANE_MAX_FILE_MB)",
                      error_type="too_large", document_id=rec.document_id, filename=filename, batch_id=batch_id)]
-    content = ctx.bucket.get(obj.key)
+    content = ctx.objects(obj.bucket).get(obj.key)
     digest = sha256(content)
 
     if existing is None:

@@ -29,9 +29,21 @@ class Settings(BaseSettings):
     database_url: str | None = None
     s3_endpoint_url: str | None = None
     s3_bucket: str | None = None
+    s3_artefact_bucket: str | None = None  # parsed documents; default: the document bucket under .doclane/artefacts/
+    minio_webhook_token: str | None = None  # Bearer token MinIO's webhook target sends to /notifications/minio
     opensearch_url: str | None = None
     ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST", "DOCLANE_OLLAMA_HOST"))
     redis_url: str | None = None
+
+    # OpenSearch and Ollama details (functions/adapters/opensearch_index.py, ollama_models.py)
+    opensearch_index: str = "doclane-chunks"
+    opensearch_verify_certs: bool = True
+    ollama_model: str = "llama3.2"  # classification and extraction
+    ollama_embed_model: str = "nomic-embed-text"  # used when DOCLANE_EMBEDDER=ollama
+    ollama_timeout: float = Field(120.0, gt=0)  # seconds per call (a CPU-only model is slow)
+    ollama_retries: int = Field(2, ge=0)  # extra attempts, with back-off, before the fallback policy applies
+    ollama_fallback: Literal["embedded", "fail"] = "fail"  # Ollama unreachable: embedded adapters, or Retryable
+    embedder: Literal["minilm", "ollama"] = "minilm"
 
     # behaviour
     categories: str | None = None  # path to a categories YAML
@@ -46,9 +58,28 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None  # whsec_...; generated and kept in data_dir when empty
     webhook_timeout: float = Field(10.0, gt=0)
     webhook_allow_private: bool = True  # loopback receivers are the local use case
+    # OpenFaaS: its connectors drop a function's HTTP reply, so the next events
+    # are published to the bus (DOCLANE_AMQP_URL) instead; Knative keeps replies.
+    reply_via_bus: bool = False
+
+    # access to the HTTP API and dashboard (functions/auth.py)
+    api_key: str | None = None  # accepted as an admin key (scripts, tests, the first login)
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: str | None = None  # HS256 shared secret; JWTs are refused when neither this nor the key is set
+    jwt_public_key: str | None = None  # RS256: PEM text or the path of a PEM file
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    rate_limit: float = Field(20.0, gt=0)  # requests per second per key (token bucket refill)
+    rate_burst: int = Field(100, ge=1)  # bucket size
+    session_secret: str | None = None  # signs dashboard cookies; generated into data_dir when empty
+    session_secure: bool = True  # Secure cookies (browsers accept them from http://127.0.0.1 and localhost)
+    function_token: str | None = None  # shared Bearer token for stage functions' own CloudEvents apps
+    ws_port: int = Field(0, ge=0, le=65535)  # WebSocket port of `doclane up`; 0 = the HTTP port + 1
 
     @field_validator("amqp_url", "database_url", "s3_endpoint_url", "s3_bucket", "opensearch_url",
-                     "ollama_host", "redis_url", "categories", "webhook_secret", mode="before")
+                     "ollama_host", "redis_url", "categories", "webhook_secret", "s3_artefact_bucket",
+                     "minio_webhook_token", "api_key", "jwt_secret", "jwt_public_key", "jwt_audience", "jwt_issuer",
+                     "session_secret", "function_token", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
@@ -63,6 +94,11 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, env_settings, _YamlFile(settings_cls))
+
+    @property
+    def s3(self) -> bool:
+        """Documents live in an S3/MinIO bucket (not the inbox folder)."""
+        return bool(self.s3_endpoint_url or self.s3_bucket)
 
     # derived paths of the embedded defaults
     @property

@@ -5,15 +5,17 @@ corrections, and counts.
   GET /documents/{id}            status, category, fields, event history
   GET /documents/{id}/metadata   category and fields
   PUT /documents/{id}/metadata   correct them (validated against the category's schema)
+  GET /documents/{id}/content    the original bytes
   GET /stats                     counts by status and category (+ queues)
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict
 
 import jsonschema
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request, send_file
 
 from doclane.events.envelope import new_event
 from doclane.functions.common import load_parsed, parsed_key
@@ -63,11 +65,29 @@ def get_metadata(document_id: str):
 
 @bp.put("/documents/<document_id>/metadata")
 def put_metadata(document_id: str):
+    return correct(ctx(), document_id, request.get_json(silent=True))
+
+
+@bp.get("/documents/<document_id>/content")
+def get_content(document_id: str):
+    """The original bytes, as uploaded (the dashboard's download link)."""
     context = ctx()
     rec = context.metadata.get(document_id)
     if rec is None:
         return problem(404, "No such document", f"no document {document_id}")
-    body = request.get_json(silent=True)
+    try:
+        data = context.objects(rec.bucket).get(rec.key)
+    except NotFound:
+        return problem(410, "Original gone", f"{rec.bucket}/{rec.key} is no longer in the bucket")
+    return send_file(io.BytesIO(data), mimetype=rec.content_type or "application/octet-stream",
+                     as_attachment=True, download_name=rec.filename)
+
+
+def correct(context, document_id: str, body) -> Response | tuple[Response, int]:
+    """Correct category and/or fields (the PUT above, and the dashboard's form)."""
+    rec = context.metadata.get(document_id)
+    if rec is None:
+        return problem(404, "No such document", f"no document {document_id}")
     if not isinstance(body, dict) or not ({"category", "fields"} & body.keys()):
         return problem(400, "Bad body", 'send JSON like {"category": "invoice", "fields": {"total": "12.50"}}')
     category = body.get("category", rec.category) or "other"

@@ -74,22 +74,31 @@ def upload():
     return jsonify({"documents": docs}), 202
 
 
-@bp.post("/batch-upload")
-def batch_upload():
-    context = ctx()
+def new_batch(context, files: list[tuple[str, bytes, str | None]]) -> dict:
+    """Store the files as one batch (the dashboard's upload uses it too)."""
     batch_id = str(uuid.uuid4())
-    try:
-        files = list(_files())
-    except ValueError as exc:
-        return problem(413, "Too large", str(exc))
-    if not files:
-        return problem(400, "No file", "send multipart/form-data with one or more 'file' parts")
     docs = [store_upload(context, name, data, ct, batch_id) for name, data, ct in files]
     ids = list(dict.fromkeys(d["document_id"] for d in docs if "duplicate_of" not in d))
     context.metadata.add_batch(batch_id, ids)
     context.bus.publish(new_event("batch.uploaded", {"batch_id": batch_id, "document_ids": ids},
                                   subject=None, source="upload"))
-    return jsonify({"batch_id": batch_id, "documents": docs}), 202
+    return {"batch_id": batch_id, "documents": docs}
+
+
+def request_files() -> list[tuple[str, bytes, str | None]]:
+    """The multipart `file` parts; ValueError names a file over the size limit."""
+    return list(_files())
+
+
+@bp.post("/batch-upload")
+def batch_upload():
+    try:
+        files = request_files()
+    except ValueError as exc:
+        return problem(413, "Too large", str(exc))
+    if not files:
+        return problem(400, "No file", "send multipart/form-data with one or more 'file' parts")
+    return jsonify(new_batch(ctx(), files)), 202
 
 
 @bp.get("/upload-status/<document_id>")

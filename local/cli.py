@@ -55,10 +55,15 @@ def up(ctx, inbox, port, host, webhooks, in_process, quiet):
         raise ConfigError(f"cannot serve on {settings.host}:{settings.port}: {exc.strerror}; "
                           "pass --port or set DOCLANE_PORT") from None
     install_signal_handlers(runtime)
-    click.echo(f"doclane is up: {runtime.url}  (inbox: {settings.inbox.resolve()}, data: {settings.data_dir.resolve()})")
-    click.echo(f"  drop files into the inbox, then: doclane search \"your words\"   or   curl '{runtime.url}/search?q=...'")
+    bucket = f"bucket: s3://{settings.s3_bucket} at {settings.s3_endpoint_url or 'AWS S3'}" if settings.s3 \
+        else f"inbox: {settings.inbox.resolve()}"
+    click.echo(f"doclane is up: {runtime.url}  ({bucket}, data: {settings.data_dir.resolve()})")
+    click.echo(f"  {'put files into the bucket' if settings.s3 else 'drop files into the inbox'}, then: doclane search \"your words\"   or   curl '{runtime.url}/search?q=...'")
     if runtime.webhook_secret:
         click.echo(f"  webhooks are signed with {runtime.webhook_secret}")
+    if runtime.first_key:
+        click.echo(f"  first admin key (shown once; log in at {runtime.url}/login, or send it as "
+                   f"Authorization: Bearer): {runtime.first_key}")
     sys.stdout.flush()
     runtime.run(console=not quiet)
 
@@ -66,10 +71,13 @@ def up(ctx, inbox, port, host, webhooks, in_process, quiet):
 def _api(settings, path: str, **params):
     """Ask the running doclane; None when nothing listens."""
     url = f"http://{settings.host}:{settings.port}{path}"
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     try:
-        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+        resp = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, headers=headers, timeout=60)
     except httpx.TransportError:
         return None
+    if resp.status_code == 401:
+        return None  # no key for the server: this machine can read the data directly
     if resp.status_code >= 400:
         detail = resp.json().get("detail") if resp.headers.get("content-type", "").endswith("json") else resp.text
         raise click.ClickException(f"{resp.status_code}: {detail}")
@@ -161,6 +169,51 @@ def schemas_export(directory):
         click.echo(str(path))
 
 
+@main.group()
+def keys():
+    """API keys for the HTTP API and the dashboard (stored hashed)."""
+
+
+def _keys(ctx):
+    from doclane.functions.adapters.metadata import open_metadata
+    from doclane.functions.adapters.sql_keys import ApiKeys
+
+    settings = _settings(ctx)
+    return ApiKeys(open_metadata(settings.database_url or str(settings.metadata_path)))
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May manage webhooks and post events")
+@click.pass_context
+def keys_create(ctx, name, admin):
+    """Make a key; it is printed once, only its hash is kept."""
+    try:
+        rec, key = _keys(ctx).create(name, "admin" if admin else "user")
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    click.echo(f"{key}\n  id {rec.id}, {rec.role}: keep it now, it cannot be shown again")
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx):
+    for k in _keys(ctx).list():
+        state = f"revoked {k.revoked_at[:19]}" if k.revoked_at else f"last used {(k.last_used_at or 'never')[:19]}"
+        click.echo(f"{k.id}  {k.prefix}…  {k.role:5}  {k.name}  (created {k.created_at[:19]}, {state})")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx, key_id):
+    """Revoke at once: requests and dashboard sessions with it get 401."""
+    store = _keys(ctx)
+    if store.get(key_id) is None:
+        raise click.ClickException(f"no key {key_id} (see doclane keys list)")
+    click.echo(f"{key_id}: {'revoked' if store.revoke(key_id) else 'was already revoked'}")
+
+
 @main.command()
 @click.argument("document_ids", nargs=-1)
 @click.option("--failed", "all_failed", is_flag=True, help="Every failed document")
@@ -180,6 +233,19 @@ def reprocess(ctx, document_ids, all_failed, dry_run):
     done = run(c, list(document_ids), all_failed=all_failed, dry_run=dry_run)
     for doc_id, outcome in done:
         click.echo(f"{doc_id}: {outcome}")
+
+
+@main.command()
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds each check may take")
+@click.pass_context
+def doctor(ctx, timeout):
+    """Check every configured system (and the embedded defaults); exit 1 if one fails."""
+    from doclane.local import doctor as checks
+
+    lines = checks.run(_settings(ctx), timeout=timeout)
+    for line in lines:
+        click.echo(line.render())
+    sys.exit(1 if checks.failed(lines) else 0)
 
 
 if __name__ == "__main__":

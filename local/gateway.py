@@ -10,7 +10,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from doclane.events.http import bp as schemas_bp
-from doclane.functions import admin, search, status, upload
+from doclane.functions import admin, deadletter, minio_webhook, search, status, upload
+from doclane.functions import auth, dashboard, openapi
 from doclane.functions.http import handle_cloudevent, health_blueprint, problem
 from doclane.functions.runtime import STAGES, load
 
@@ -18,12 +19,15 @@ log = logging.getLogger("doclane.gateway")
 
 
 def create_app(context) -> Flask:
-    app = Flask("doclane")
+    app = Flask("doclane", static_folder=None)  # the dashboard serves its own
     app.config["doclane.ctx"] = context
     app.config["MAX_CONTENT_LENGTH"] = int(context.settings.max_file_mb * 1024 * 1024 * 4)
     app.json.sort_keys = False
-    for bp in (health_blueprint(), search.bp, status.bp, upload.bp, admin.bp, schemas_bp):
+    for bp in (health_blueprint(), search.bp, status.bp, upload.bp, admin.bp, schemas_bp, minio_webhook.bp,
+               deadletter.bp, dashboard.bp, openapi.bp):
         app.register_blueprint(bp)
+    # Every route but health, login and static files needs a key, a JWT or the session cookie.
+    auth.install(app, context, secret=_session_secret(context.settings))
 
     @app.post("/functions/<name>")
     def function_endpoint(name: str):
@@ -31,8 +35,8 @@ def create_app(context) -> Flask:
             return problem(404, "No such function", f"functions: {', '.join(STAGES)}")
         return handle_cloudevent(load(name), context)
 
-    @app.get("/")
-    def index():
+    @app.get("/api")
+    def api_index():
         return jsonify({"service": "doclane", "endpoints": sorted(
             {str(r.rule) for r in app.url_map.iter_rules() if r.endpoint != "static"})})
 
@@ -46,3 +50,14 @@ def create_app(context) -> Flask:
         return problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
 
     return app
+
+
+def _session_secret(settings) -> str:
+    """DOCLANE_SESSION_SECRET, else one generated once into the data dir, so
+    dashboard sessions survive a restart."""
+    from doclane.local.up import _persistent_secret
+
+    if settings.session_secret:
+        return settings.session_secret
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return _persistent_secret(settings.data_dir / "session-secret")

@@ -49,15 +49,22 @@ class Runtime:
         if released:
             log.info("%d deliveries were in flight when doclane last stopped; they run again", released)
         self.webhook_secret = self._register_webhooks(webhooks)
-        self.watcher = FolderWatcher(settings.inbox, self.bus, settings.data_dir / "watcher.sqlite")
+        # With S3/MinIO the bucket notifies by itself (webhook or AMQP): no folder to watch.
+        self.watcher = None if settings.s3 else FolderWatcher(settings.inbox, self.bus,
+                                                               settings.data_dir / "watcher.sqlite")
         log_dir = settings.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         self.supervisor = Supervisor(
             self.bus, all_functions(), in_process=in_process, log_dir=log_dir, settings=settings,
-            context_factory=(lambda: Context(settings, embedder=self.context.embedder)) if in_process else None,
+            # threads share this process's adapters (each is thread-safe), so the
+            # model loads once and only when a function first needs it
+            context_factory=(lambda: self.context) if in_process else None,
         )
-        self.server = create_server(create_app(self.context), host=settings.host, port=settings.port, threads=8,
-                                    ident="doclane")
+        self.app = create_app(self.context)
+        # 16 threads: each open dashboard page holds one for its event stream (at most 30 s at a time).
+        self.server = create_server(self.app, host=settings.host, port=settings.port, threads=16, ident="doclane")
+        self.first_key = _first_admin_key(self.context)
+        self.ws = self._websocket()
 
     @property
     def url(self) -> str:
@@ -75,9 +82,26 @@ class Runtime:
                 raise ConfigError(f"--webhook {url}: {exc}") from None
         return secret
 
+    def _websocket(self):
+        """The WebSocket server beside waitress (functions/dashboard/ws.py says why);
+        a port that is taken only turns the WebSocket off."""
+        from doclane.functions.dashboard.ws import websocket_server
+
+        port = self.settings.ws_port or int(self.server.effective_port) + 1
+        try:
+            server = websocket_server(self.app, self.context, self.settings.host, port)
+        except OSError as exc:
+            log.warning("no WebSocket on port %d (%s): set DOCLANE_WS_PORT; pages use Server-Sent Events", port, exc)
+            return None
+        self.app.config["doclane.ws_url"] = f"ws://{self.settings.host}:{server.socket.getsockname()[1]}"
+        return server
+
     def start(self) -> None:
         threading.Thread(target=self.server.run, name="http", daemon=True).start()
-        threading.Thread(target=self._watch, name="watcher", daemon=True).start()
+        if self.ws is not None:
+            threading.Thread(target=self.ws.serve_forever, name="websocket", daemon=True).start()
+        if self.watcher is not None:
+            threading.Thread(target=self._watch, name="watcher", daemon=True).start()
 
     def _watch(self) -> None:
         while not self.stop_event.is_set():
@@ -119,8 +143,21 @@ class Runtime:
         self.stop_event.set()
         self.supervisor.stop()
         self.server.close()
-        self.watcher.close()
+        if self.ws is not None:
+            self.ws.shutdown()
+        if self.watcher is not None:
+            self.watcher.close()
         self.context.close()
+
+
+def _first_admin_key(context) -> str | None:
+    """On the first start (no key stored yet) make an admin key, to be shown once."""
+    from doclane.functions.adapters.sql_keys import ApiKeys
+
+    keys = ApiKeys(context.metadata)
+    if keys.count():
+        return None
+    return keys.create("first admin", "admin")[1]
 
 
 def _exclusive(path: Path):

@@ -12,20 +12,20 @@ from doclane.functions.binding import consume
 from doclane.functions.context import Context
 from doclane.functions.runtime import load
 from doclane.functions.settings import load as load_settings
-from doclane.local.bus import SqliteBus
 
 
 def serve(name: str, owner: str, settings=None, stop: threading.Event | None = None, context=None) -> int:
     settings = settings or load_settings()
     fn = load(name)
     stop = stop or threading.Event()
+    own_context = context is None  # a context handed in is shared: its owner closes it
     context = context or Context(settings)
-    bus = context.bus
     try:
-        return consume(bus, fn, context, stop=stop, idle_seconds=settings.idle_seconds,
+        return consume(context.bus, fn, context, stop=stop, idle_seconds=settings.idle_seconds,
                        max_attempts=settings.max_attempts, owner=owner)
     finally:
-        context.close()
+        if own_context:
+            context.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,6 +115,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (function_name, event_id)
         )""",
     )),
+    # API keys: only a SHA-256 of each key is kept (keys are 32 random bytes,
+    # so a fast hash cannot be brute-forced); `prefix` lets a person tell keys
+    # apart in `doclane keys list` without the secret.
+    Migration(2, "api keys", (
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT,
+            last_used_at TEXT
+        )""",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

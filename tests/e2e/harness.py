@@ -19,6 +19,10 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# Every endpoint but health needs a key: the harness runs doclane with this
+# admin key in DOCLANE_API_KEY and sends it (AUTH) with every request.
+API_KEY = "e2e-admin-" + "3c1f0a9d5b7e4c2a8f6d"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def free_port() -> int:
@@ -82,7 +86,8 @@ class Doclane:
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook = webhook
         self.env = {**os.environ, "DOCLANE_WEBHOOK_SECRET": SECRET, "DOCLANE_IDLE_SECONDS": "20",
-                    "HF_HUB_OFFLINE": "1", **(env or {})}
+                    "DOCLANE_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1", **(env or {})}
+        self.headers = dict(AUTH)
         self.proc: subprocess.Popen | None = None
         self.inbox.mkdir(parents=True, exist_ok=True)
 
@@ -118,7 +123,7 @@ class Doclane:
             os.replace(tmp, self.inbox / p.name)
 
     def get(self, path: str, **params):
-        resp = httpx.get(self.url + path, params=params, timeout=120)
+        resp = httpx.get(self.url + path, params=params, headers=self.headers, timeout=120)
         resp.raise_for_status()
         return resp.json()
 
@@ -143,3 +148,62 @@ class Doclane:
                 self.proc.wait()
         if getattr(self, "log", None):
             self.log.close()
+
+
+class MotoS3:
+    """A real HTTP S3 API on loopback (moto's server), for the S3 adapter and
+    the S3 end-to-end tests. moto stores objects but sends no bucket
+    notifications: tests post them as MinIO would."""
+
+    ACCESS_KEY, SECRET_KEY, REGION = "doclane-test", "doclane-test-secret", "us-east-1"
+
+    def __init__(self):
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+                "AWS_REGION": self.REGION, "DOCLANE_S3_ENDPOINT_URL": self.endpoint}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.REGION,
+                            aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY)
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def minio_record(bucket: str, key: str, *, etag: str | None = None, size: int | None = None,
+                 content_type: str | None = None, removed: bool = False) -> dict:
+    """A bucket notification in MinIO's current shape (cmd/event-notification.go):
+    URL-query-escaped key, top-level EventName and Key, sequencer = hex(mtime ns)."""
+    from urllib.parse import quote_plus
+
+    name = "s3:ObjectRemoved:Delete" if removed else "s3:ObjectCreated:Put"
+    obj: dict = {"key": quote_plus(key), "sequencer": f"{time.time_ns():X}"}
+    if not removed:
+        obj.update({"size": size, "eTag": etag, "contentType": content_type or "application/octet-stream",
+                    "userMetadata": {"content-type": content_type or "application/octet-stream"}})
+    return {"EventName": name, "Key": f"{bucket}/{key}", "Records": [{
+        "eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "", "eventName": name,
+        "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "userIdentity": {"principalId": "minioadmin"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "minioadmin"}, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": obj},
+        "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"},
+    }]}

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import Doclane, Receiver
+from tests.e2e.harness import AUTH, Doclane, Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def test_search_modes_and_category_filter(run):
     assert "stanley-cups.xlsx" in [r["filename"] for r in semantic["results"][:3]]
     only_email = doclane.get("/search", q="email", category="email")
     assert only_email["results"] and {r["category"] for r in only_email["results"]} == {"email"}
-    bad = httpx.get(doclane.url + "/search", params={"q": "x", "mode": "fuzzy"})
+    bad = httpx.get(doclane.url + "/search", params={"q": "x", "mode": "fuzzy"}, headers=AUTH)
     assert bad.status_code == 400
 
 
@@ -138,9 +138,9 @@ def test_metadata_correction_is_validated_reindexed_and_recorded(run):
     doclane, _ = run
     doc_id = documents(doclane)["coolblue1.pdf"]["document_id"]
     url = f"{doclane.url}/documents/{doc_id}/metadata"
-    assert httpx.put(url, json={"fields": {"date": "not a date"}}).status_code == 422
-    assert httpx.put(url, json={"category": "nope"}).status_code == 422
-    resp = httpx.put(url, json={"fields": {"total": "717.97", "invoice_number": "993548900-A"}})
+    assert httpx.put(url, json={"fields": {"date": "not a date"}}, headers=AUTH).status_code == 422
+    assert httpx.put(url, json={"category": "nope"}, headers=AUTH).status_code == 422
+    resp = httpx.put(url, json={"fields": {"total": "717.97", "invoice_number": "993548900-A"}}, headers=AUTH)
     assert resp.status_code == 200
     hit = doclane.get("/search", q="coolblue", mode="keyword")["results"][0]
     assert hit["fields"]["invoice_number"]["value"] == "993548900-A"

@@ -1,5 +1,8 @@
-"""The event bus contract, run against the embedded SQLite bus. (The same
-suite is meant for every bus adapter: add a factory to BUSES.)"""
+"""The event bus contract, run against every bus adapter: the embedded SQLite
+bus and RabbitMQ (the server running here; each test on a broker name of its
+own, deleted after). Lease tests are SQLite-only: RabbitMQ redelivers what a
+closed connection held, which tests/functions/adapters/test_rabbitmq_bus.py
+checks."""
 
 import multiprocessing
 import os
@@ -11,25 +14,48 @@ import pytest
 from doclane.events.bus import Trigger
 from doclane.events.envelope import InvalidEvent, new_event
 from doclane.local.bus import SqliteBus
+from tests.amqp_support import AMQP_URL, delete_broker, require_rabbitmq, unique_broker
 
 UPLOADED = {"document_id": "d1", "bucket": "inbox", "key": "a.pdf", "filename": "a.pdf", "size": 3, "sha256": "0" * 64}
+TRIGGERS = [
+    Trigger("classify", ("io.doclane.document.uploaded.v1",), max_attempts=3, backoff_seconds=0.05, lease_seconds=30),
+    Trigger("notify", ("io.doclane.document.uploaded.v1", "io.doclane.document.failed.v1"), max_attempts=3,
+            backoff_seconds=0.05),
+]
 
 
 def sqlite_bus(tmp_path):
-    return SqliteBus(tmp_path / "bus.sqlite")
+    """A factory of SqliteBus objects on one file (another process opens the same)."""
+    return lambda: SqliteBus(tmp_path / "bus.sqlite"), lambda: None
 
 
-BUSES = [sqlite_bus]
+def rabbitmq_bus(tmp_path):
+    """A factory of RabbitBus objects on one broker name, with publish-side
+    de-duplication in a metadata store (as `doclane up` wires it)."""
+    require_rabbitmq()
+    from doclane.functions.adapters.metadata import open_metadata
+    from doclane.functions.adapters.rabbitmq_bus import RabbitBus
+
+    broker = unique_broker("contract")
+    dedup = open_metadata(str(tmp_path / "dedup.sqlite"))
+    return (lambda: RabbitBus(AMQP_URL, broker, triggers=TRIGGERS, dedup=dedup),
+            lambda: delete_broker(broker, TRIGGERS))
+
+
+BUSES = [sqlite_bus, rabbitmq_bus]
 
 
 @pytest.fixture(params=BUSES, ids=lambda f: f.__name__)
-def bus(request, tmp_path):
-    b = request.param(tmp_path)
-    b.declare([
-        Trigger("classify", ("io.doclane.document.uploaded.v1",), max_attempts=3, backoff_seconds=0.05, lease_seconds=30),
-        Trigger("notify", ("io.doclane.document.uploaded.v1", "io.doclane.document.failed.v1"), max_attempts=3,
-                backoff_seconds=0.05),
-    ])
+def make_bus(request, tmp_path):
+    factory, cleanup = request.param(tmp_path)
+    yield factory
+    cleanup()
+
+
+@pytest.fixture
+def bus(make_bus):
+    b = make_bus()
+    b.declare(TRIGGERS)
     yield b
     b.close()
 
@@ -97,7 +123,9 @@ def test_poison_message_does_not_block_the_queue(bus):
     bus.ack(second)
 
 
-def test_released_owner_redelivers_at_once(bus):
+def test_released_owner_redelivers_at_once(tmp_path):
+    bus = SqliteBus(tmp_path / "bus.sqlite")
+    bus.declare(TRIGGERS)
     bus.publish(uploaded())
     (d,) = bus.receive("classify", wait_seconds=0, owner="w1")
     assert bus.receive("classify", wait_seconds=0) == []  # leased
@@ -125,25 +153,24 @@ def test_requeue_dead_letters(bus):
     assert d2.attempt == 1
 
 
-def _consume_then_die(path, ready):
-    bus = SqliteBus(path)
+def _consume_then_die(make_bus, ready):
+    bus = make_bus()
     bus.receive("classify", wait_seconds=5, owner="doomed")
     ready.set()
     time.sleep(60)
 
 
-def test_sigkilled_consumer_loses_nothing(tmp_path):
-    path = tmp_path / "bus.sqlite"
-    bus = SqliteBus(path)
-    bus.declare([Trigger("classify", ("io.doclane.document.uploaded.v1",), lease_seconds=60)])
+def test_sigkilled_consumer_loses_nothing(bus, make_bus):
     bus.publish(uploaded())
     ready = multiprocessing.Event()
-    proc = multiprocessing.get_context("fork").Process(target=_consume_then_die, args=(path, ready))
+    proc = multiprocessing.get_context("fork").Process(target=_consume_then_die, args=(make_bus, ready))
     proc.start()
     assert ready.wait(10)
+    assert bus.ready_now("classify") == 0  # held by the doomed consumer
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
-    assert bus.backlog("classify") == 1  # still owed
-    bus.release_owner("doomed")  # what the supervisor does when it reaps the process
-    (d,) = bus.receive("classify", wait_seconds=0)
-    assert d.attempt == 2
+    bus.release_owner("doomed")  # what the supervisor does when it reaps the process (RabbitMQ: nothing)
+    (d,) = bus.receive("classify", wait_seconds=5)
+    assert d.attempt == 2 and b'"d1"' in d.body
+    bus.ack(d)
+    assert bus.backlog("classify") == 0
