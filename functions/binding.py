@@ -26,6 +26,7 @@ from cloudevents.http import CloudEvent
 from doclane.events import codec
 from doclane.events.bus import Delivery, EventBus
 from doclane.events.envelope import InvalidEvent, derive
+from doclane.functions.adapters import redis_progress as progress
 from doclane.functions.errors import NotFound, Permanent
 from doclane.functions.runtime import Function, invoke
 
@@ -43,6 +44,7 @@ def handle_delivery(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_at
         if outputs:
             publish = getattr(bus, "publish_many", None)
             publish(outputs) if publish else [bus.publish(o) for o in outputs]
+            progress.announce(ctx, outputs)  # live progress (Redis pub/sub when configured)
         bus.ack(delivery)
         return "ok"
     except (InvalidEvent, Permanent, _Exhausted) as exc:
@@ -83,6 +85,7 @@ def _fail_document(bus: EventBus, fn: Function, event: CloudEvent | None, reason
         }, source=fn.name, key="dead-letter")
         ctx.metadata.record_event(failed, stage=fn.name)
         bus.publish(failed)
+        progress.announce(ctx, [failed])
     except NotFound:
         pass
 

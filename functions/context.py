@@ -120,8 +120,12 @@ class Context:
     def bus(self):
         if self.settings.amqp_url:
             from doclane.functions.adapters.rabbitmq_bus import RabbitBus
+            from doclane.functions.runtime import triggers
 
-            return RabbitBus(self.settings.amqp_url)
+            # Every process derives the triggers' retry policy from the same settings;
+            # the metadata store remembers published event ids (RabbitMQ cannot).
+            return RabbitBus(self.settings.amqp_url, self.settings.broker, triggers=triggers(self.settings),
+                             dedup=self.metadata)
         from doclane.local.bus import SqliteBus
 
         return SqliteBus(self.settings.bus_path)

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST", "DOCLANE_OLLAMA_HOST"))
     redis_url: str | None = None
 
+    # RabbitMQ details (functions/adapters/rabbitmq_bus.py, minio_amqp.py)
+    broker: str = Field("doclane", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")  # prefix of exchange and queue names
+    minio_amqp_exchange: str | None = None  # MinIO's MINIO_NOTIFY_AMQP_EXCHANGE; set = consume its notifications
+    minio_amqp_exchange_type: Literal["direct", "fanout", "topic"] = "fanout"  # = MINIO_NOTIFY_AMQP_EXCHANGE_TYPE
+    minio_amqp_durable: bool = True  # = MINIO_NOTIFY_AMQP_DURABLE (set it on: MinIO's default is off)
+    minio_amqp_routing_key: str = "bucketevents"  # = MINIO_NOTIFY_AMQP_ROUTING_KEY
+    minio_amqp_queue: str | None = None  # default: <broker>.minio-notifications
+
     # OpenSearch and Ollama details (functions/adapters/opensearch_index.py, ollama_models.py)
     opensearch_index: str = "doclane-chunks"
     opensearch_verify_certs: bool = True
@@ -78,6 +86,7 @@ class Settings(BaseSettings):
 
     @field_validator("amqp_url", "database_url", "s3_endpoint_url", "s3_bucket", "opensearch_url",
                      "ollama_host", "redis_url", "categories", "webhook_secret", "s3_artefact_bucket",
+                     "minio_amqp_exchange", "minio_amqp_queue",
                      "minio_webhook_token", "api_key", "jwt_secret", "jwt_public_key", "jwt_audience", "jwt_issuer",
                      "session_secret", "function_token", mode="before")
     @classmethod

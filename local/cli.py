@@ -248,5 +248,10 @@ def doctor(ctx, timeout):
     sys.exit(1 if checks.failed(lines) else 0)
 
 
+from doclane.local.eval.commands import eval_group  # noqa: E402  (light: imports its work lazily)
+
+main.add_command(eval_group)
+
+
 if __name__ == "__main__":
     main()

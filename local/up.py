@@ -52,6 +52,7 @@ class Runtime:
         # With S3/MinIO the bucket notifies by itself (webhook or AMQP): no folder to watch.
         self.watcher = None if settings.s3 else FolderWatcher(settings.inbox, self.bus,
                                                                settings.data_dir / "watcher.sqlite")
+        self.minio = _minio_consumer(settings, self.bus)  # MinIO's AMQP target, when configured
         log_dir = settings.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         self.supervisor = Supervisor(
@@ -102,6 +103,8 @@ class Runtime:
             threading.Thread(target=self.ws.serve_forever, name="websocket", daemon=True).start()
         if self.watcher is not None:
             threading.Thread(target=self._watch, name="watcher", daemon=True).start()
+        if self.minio is not None:
+            threading.Thread(target=self.minio.run, args=(self.stop_event,), name="minio-amqp", daemon=True).start()
 
     def _watch(self) -> None:
         while not self.stop_event.is_set():
@@ -158,6 +161,17 @@ def _first_admin_key(context) -> str | None:
     if keys.count():
         return None
     return keys.create("first admin", "admin")[1]
+
+
+def _minio_consumer(settings: Settings, bus):
+    """With DOCLANE_AMQP_URL and DOCLANE_MINIO_AMQP_EXCHANGE: consume MinIO's
+    notifications; declared now, so a mismatch with MinIO stops start-up."""
+    from doclane.functions.adapters.minio_amqp import MinioAmqpConsumer
+
+    consumer = MinioAmqpConsumer.from_settings(settings, bus)
+    if consumer is not None:
+        consumer.declare()
+    return consumer
 
 
 def _exclusive(path: Path):

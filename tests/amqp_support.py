@@ -11,8 +11,8 @@ from typing import Sequence
 
 import pika
 
-from doclane.events.bus import (Trigger, dead_letter_exchange_name, dead_letter_queue_name, delay_queue_name,
-                                exchange_name, queue_name, retry_exchange_name)
+from doclane.events.bus import Trigger
+from doclane.functions.adapters import rabbitmq_topology as topology
 from tests.conftest import require
 
 AMQP_URL = os.environ.get("DOCLANE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -39,20 +39,10 @@ def unique_broker(prefix: str = "test") -> str:
 
 
 def delete_broker(broker: str, triggers: Sequence[Trigger], extra_queues: Sequence[str] = ()) -> None:
-    """Delete what a RabbitBus declared for `broker` (a queue already gone is fine)."""
-    queues = list(extra_queues)
-    for t in triggers:
-        queues += [queue_name(t.name, broker), dead_letter_queue_name(t.name, broker)]
-        queues += [delay_queue_name(t.name, t.retry_delay(a), broker) for a in range(1, t.max_attempts + 1)]
+    """Delete what a RabbitBus declared for `broker`."""
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
-        for name in queues:
-            ch = conn.channel()
-            ch.queue_delete(name)
-            ch.close()
-        ch = conn.channel()
-        for name in (exchange_name(broker), dead_letter_exchange_name(broker), retry_exchange_name(broker)):
-            ch.exchange_delete(name)
+        topology.delete(conn, broker, triggers, extra_queues)
     finally:
         conn.close()
 
@@ -66,3 +56,20 @@ def queue_exists(name: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def minio_publish(ch, target, payload: bytes | dict) -> None:
+    """What MinIO's AMQP target does on every send (internal/event/target/amqp.go):
+    re-declare its exchange, then publish with minio-bucket/minio-event headers."""
+    import json
+
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    try:
+        record = json.loads(body)["Records"][0]
+        headers = {"minio-bucket": record["s3"]["bucket"]["name"], "minio-event": record["eventName"]}
+    except (ValueError, KeyError, IndexError, TypeError):
+        headers = {"minio-bucket": "images", "minio-event": "s3:ObjectCreated:Put"}
+    ch.exchange_declare(target.exchange, target.exchange_type, durable=target.durable,
+                        auto_delete=target.auto_deleted, internal=target.internal)
+    ch.basic_publish(target.exchange, target.routing_key, body, pika.BasicProperties(
+        headers=headers, content_type="application/json", delivery_mode=target.delivery_mode))

@@ -1,24 +1,7 @@
-"""The event bus on RabbitMQ (pika), with the topology of Knative's RabbitMQ
-broker and the semantics of the embedded bus (local/bus.py).
-
-Topology (names from events/bus.py; declared idempotently by `declare`):
-
-  <broker>.broker  headers exchange, durable. Each trigger's queue is bound
-                   once per event type it takes: {x-match: all,
-                   cloudEvents:type: <type>} (exact match, like a Knative
-                   Trigger's attribute filter on the binary-mode header).
-  <broker>.<fn>    quorum queue per trigger; x-delivery-limit set explicitly
-                   (RabbitMQ 4 defaults to 20 and drops past it without a
-                   DLX) with <broker>.dlx as its dead-letter exchange, so a
-                   message whose consumers keep dying ends in the DLQ.
-  <broker>.<fn>.retry.<ms>ms  one quorum queue per back-off step, with that
-                   TTL; expired messages dead-letter through <broker>.retry
-                   back to the trigger's queue. A queue-wide TTL keeps expiry
-                   in order (per-message TTLs wait behind the head).
-  <broker>.<fn>.dlq  classic durable queue bound to <broker>.dlx by the
-                   trigger name. Classic on purpose: `dead_letters` peeks by
-                   get + requeue, which a quorum queue would count as
-                   deliveries towards its limit.
+"""The event bus on RabbitMQ (pika), with the semantics of the embedded bus
+(local/bus.py) and the topology of Knative's RabbitMQ broker
+(rabbitmq_topology.py: a headers exchange, a quorum queue per trigger bound
+by event type, delay queues for back-off, a dead-letter queue per trigger).
 
 Messages are CloudEvents in binary mode (events/amqp.py), persistent, and
 published with publisher confirms. A consumer acks only after the handler
@@ -65,13 +48,11 @@ from doclane.events.bus import (BROKER, DeadLetter, Delivery, Trigger, dead_lett
                                 dead_letter_queue_name, delay_queue_name, exchange_name, queue_name,
                                 retry_exchange_name)
 from doclane.events.envelope import InvalidEvent, validate
-from doclane.events.registry import REGISTRY
+from doclane.functions.adapters import rabbitmq_topology as topology
 from doclane.functions.errors import ConfigError, Retryable
 
 log = logging.getLogger("doclane.rabbitmq")
 
-DELIVERY_LIMIT = 20  # broker-side safety net; the binding gives up after Trigger.max_attempts
-_QUORUM_DLX = {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count", "x-doclane-")
 _LOST = (AMQPConnectionError, ChannelWrongStateError)
 _tags = itertools.count(1)
@@ -156,39 +137,12 @@ class RabbitBus:
     # ----------------------------------------------------------------- topology
     def declare(self, triggers: Sequence[Trigger]) -> None:
         self._triggers.update({t.name: t for t in triggers})
-        self._run(lambda st: self._declare(self._channel(st, "admin"), triggers))
+        self._run(lambda st: topology.declare(self._channel(st, "admin"), self.broker, triggers))
 
-    def _declare(self, ch, triggers: Sequence[Trigger]) -> None:
-        b = self.broker
-        try:
-            ch.exchange_declare(exchange_name(b), "headers", durable=True)
-            ch.exchange_declare(dead_letter_exchange_name(b), "direct", durable=True)
-            ch.exchange_declare(retry_exchange_name(b), "direct", durable=True)
-            for t in triggers:
-                q = queue_name(t.name, b)
-                ch.queue_declare(q, durable=True, arguments={
-                    **_QUORUM_DLX, "x-delivery-limit": DELIVERY_LIMIT,
-                    "x-dead-letter-exchange": dead_letter_exchange_name(b), "x-dead-letter-routing-key": t.name})
-                for type_ in sorted({spec.type for spec in REGISTRY} | set(t.types)):  # replace what it took before
-                    args = {"x-match": "all", amqp.PREFIX + "type": type_}
-                    (ch.queue_bind if type_ in t.types else ch.queue_unbind)(q, exchange_name(b), arguments=args)
-                ch.queue_bind(q, retry_exchange_name(b), routing_key=t.name)
-                dlq = dead_letter_queue_name(t.name, b)
-                ch.queue_declare(dlq, durable=True, arguments={"x-queue-type": "classic"})
-                ch.queue_bind(dlq, dead_letter_exchange_name(b), routing_key=t.name)
-                for attempt in range(1, t.max_attempts):
-                    self._declare_delay(ch, t.name, t.retry_delay(attempt))
-        except ChannelClosedByBroker as exc:
-            raise ConfigError(f"RabbitMQ refused the topology of broker {b!r}: {exc.reply_text}. A queue or exchange "
-                              "of that name exists with other settings: delete it, or set DOCLANE_BROKER to "
-                              "another name") from None
-
-    def _declare_delay(self, ch, trigger: str, delay: float) -> str:
+    def _delay_queue(self, st: _State, trigger: str, delay: float) -> str:
         name = delay_queue_name(trigger, delay, self.broker)
-        if name not in self._delays_declared:
-            ch.queue_declare(name, durable=True, arguments={
-                **_QUORUM_DLX, "x-message-ttl": max(int(delay * 1000), 1), "x-delivery-limit": DELIVERY_LIMIT,
-                "x-dead-letter-exchange": retry_exchange_name(self.broker), "x-dead-letter-routing-key": trigger})
+        if name not in self._delays_declared:  # a policy this process has not declared yet
+            topology.declare_delay(self._channel(st, "admin"), self.broker, trigger, delay)
             self._delays_declared.add(name)
         return name
 
@@ -316,7 +270,7 @@ class RabbitBus:
             exchange, key = dead_letter_exchange_name(self.broker), trigger
         else:
             delay = self.trigger(trigger).retry_delay(attempt)
-            exchange, key = "", self._declare_delay(self._channel(st, "admin"), trigger, delay)
+            exchange, key = "", self._delay_queue(st, trigger, delay)
         props = pika.BasicProperties(content_type=held.properties.content_type, headers=headers, delivery_mode=2,
                                      message_id=held.properties.message_id, timestamp=held.properties.timestamp,
                                      app_id="doclane")
@@ -346,8 +300,7 @@ class RabbitBus:
 
     def _delay_queues(self, trigger: str) -> list[str]:
         t = self._triggers.get(trigger)
-        delays = {t.retry_delay(a) for a in range(1, t.max_attempts)} if t else set()
-        return sorted(delay_queue_name(trigger, d, self.broker) for d in delays)
+        return [delay_queue_name(trigger, d, self.broker) for d in (topology.delays(t) if t else [])]
 
     def _count(self, st: _State, name: str) -> dict[str, int]:
         return {"ready": self._message_count(st, queue_name(name, self.broker)),

@@ -1,11 +1,14 @@
 """Live progress: what the pages' Server-Sent Events and the WebSocket send.
 
 The feed source is the metadata store: every function process records each
-event in the document's history as it happens, so polling `recent_events`
-and `batch` (one indexed read each, every POLL_SECONDS) sees the whole
-pipeline across processes, with nothing to deploy. When a Redis progress
-channel is configured (adapters/redis_progress.py), its messages only wake
-the poll early, so the store stays the one source of truth.
+event in the document's history as it happens, so reading `recent_events`
+and `batch` (one indexed read each) sees the whole pipeline across
+processes. Without Redis the streams read every POLL_SECONDS. With
+DOCLANE_REDIS_URL the bus binding announces each event on Redis pub/sub
+(adapters/redis_progress.py) and a stream reads when an announcement for it
+arrives (or every REDIS_IDLE_SECONDS at the latest): the announcement is
+only a wake-up, the store stays the one source of truth, so a lost message
+costs a delay, never a wrong page.
 
 SSE streams end after STREAM_SECONDS; EventSource reconnects on its own
 (`retry:`), which keeps each of waitress' threads busy only for a while.
@@ -15,15 +18,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from flask import Response, current_app, stream_with_context
 
+from doclane.functions.adapters import redis_progress
 from doclane.functions.dashboard import bp
 from doclane.functions.http import ctx, problem
 
 POLL_SECONDS = 0.25
 STREAM_SECONDS = 30.0
+REDIS_IDLE_SECONDS = 2.0
 HEARTBEAT_SECONDS = 5.0  # a quiet stream still writes, so a closed tab frees its thread
 
 
@@ -31,11 +36,20 @@ def _wait(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _waker(context, batch_id: str | None) -> Callable[[], None]:
+    """What a stream does between two reads of the store: sleep, or with
+    Redis wait for the next announcement of this batch (or of anything)."""
+    if not context.settings.redis_url:
+        return lambda: _wait(POLL_SECONDS)
+    announcements = redis_progress.for_settings(context.settings).subscribe(batch_id, heartbeat=REDIS_IDLE_SECONDS)
+    return lambda: next(announcements, None)
+
+
 def batch_progress(context, batch_id: str, *, until: float | None = None) -> Iterator[dict | None]:
     """The batch's summary with each document's status, every time it changes;
     ends after the completed one (or at `until`, a monotonic deadline).
     None now and then is a heartbeat: nothing changed."""
-    last, quiet_since = None, time.monotonic()
+    last, quiet_since, wake = None, time.monotonic(), _waker(context, batch_id)
     while until is None or time.monotonic() < until:
         summary = context.metadata.batch(batch_id)
         if summary is None:
@@ -53,14 +67,14 @@ def batch_progress(context, batch_id: str, *, until: float | None = None) -> Ite
         if time.monotonic() - quiet_since > HEARTBEAT_SECONDS:
             yield None
             quiet_since = time.monotonic()
-        _wait(POLL_SECONDS)
+        wake()
 
 
 def recent_events(context, *, document_id: str | None = None, until: float | None = None) -> Iterator[dict | None]:
     """New events of every document (or one), oldest first, as they are
     recorded; None is a heartbeat."""
     seen: set[str] = {e["id"] for e in context.metadata.recent_events(200)}
-    quiet_since = time.monotonic()
+    quiet_since, wake = time.monotonic(), _waker(context, None)
     while until is None or time.monotonic() < until:
         fresh = [e for e in reversed(context.metadata.recent_events(100)) if e["id"] not in seen]
         for e in fresh:
@@ -75,7 +89,7 @@ def recent_events(context, *, document_id: str | None = None, until: float | Non
         if time.monotonic() - quiet_since > HEARTBEAT_SECONDS:
             yield None
             quiet_since = time.monotonic()
-        _wait(POLL_SECONDS)
+        wake()
 
 
 def sse(messages: Iterator[dict | None]) -> Response:

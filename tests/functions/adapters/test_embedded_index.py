@@ -56,7 +56,7 @@ CORPUS: dict[str, tuple[str, str, dict, list[tuple[str | None, str]]]] = {
 }
 
 HOSTILE = ['AND (', '"', '""', "'", "NEAR(", "a OR", "*", "^", "col:x", ")", "NOT", "-", "\x00", "🙂",
-           "SELECT * FROM documents; --", '"unbalanced phrase', "(((((", "x" * 5000, " ".join(["word"] * 500)]
+           "SELECT * FROM documents; --", '"unbalanced phrase', "(((((", "_", "\u0301", "x\u200by", "x" * 5000, " ".join(["word"] * 500)]
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +242,7 @@ def test_fts_query_quotes_every_term():
     assert fts_query('"termination notice" AND (fees') == '"termination notice" OR "fees"'
     assert fts_query("the of and") is None
     assert fts_query('"') is None
+    assert fts_query('"invoice" the') == '"invoice"'  # a quoted word is kept, a bare stop word is not
 
 
 def test_wrong_vector_dimension_is_a_config_error(index):
@@ -258,3 +259,24 @@ def test_empty_index_answers_empty(tmp_path):
         assert (result.total, result.hits, result.facets) == (0, [], {"category": {}})
     with pytest.raises(ValueError, match="mode"):
         ix.search("x", None, mode="fuzzy")
+
+
+def test_refreshed_vector_cache_matches_a_fresh_load(tmp_path):
+    """A reader's cache, refreshed after every write by another instance, ranks
+    exactly as a reader that loads everything at once."""
+    rng = np.random.default_rng(7)
+    reader, writer = EmbeddedIndex(tmp_path / "ix.db"), EmbeddedIndex(tmp_path / "ix.db")
+    query = rng.normal(size=16).astype(np.float32)
+    for step in range(60):
+        doc_id = f"d{rng.integers(0, 15)}"
+        if rng.random() < 0.3:
+            writer.delete(doc_id)
+        else:
+            n = int(rng.integers(1, 4))
+            doc = IndexedDocument(doc_id, f"{doc_id}.txt", "other", {}, "2024-01-01")
+            writer.upsert(doc, [Chunk(doc_id, i, f"text {step} {i}") for i in range(n)], rng.normal(size=(n, 16)))
+        reader.search("", query, mode="semantic", limit=100)
+    fresh = EmbeddedIndex(tmp_path / "ix.db").search("", query, mode="semantic", limit=100)
+    cached = reader.search("", query, mode="semantic", limit=100)
+    assert [(h.document_id, h.score) for h in cached.hits] == [(h.document_id, h.score) for h in fresh.hits]
+    assert cached.total == fresh.total == writer.count()

@@ -65,7 +65,7 @@ def test_topology_is_declared_and_declaring_again_changes_nothing(bus, broker, c
     assert all(queue_exists(q) for q in queues)
     # Re-declaring with exactly these arguments is accepted, so these are the queue's settings:
     # a quorum queue, an explicit delivery limit, a dead-letter exchange, at-least-once dead-lettering.
-    from doclane.functions.adapters.rabbitmq_bus import DELIVERY_LIMIT
+    from doclane.functions.adapters.rabbitmq_topology import DELIVERY_LIMIT
 
     args = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT, "x-overflow": "reject-publish",
             "x-dead-letter-exchange": dead_letter_exchange_name(broker), "x-dead-letter-routing-key": "classify",
@@ -107,7 +107,10 @@ def test_retry_backoff_really_waits_then_dead_letters_with_the_reason_in_headers
 def _hold_then_die(broker: str, ready) -> None:
     from doclane.functions.adapters.rabbitmq_bus import RabbitBus
 
-    held = RabbitBus(AMQP_URL, broker, prefetch=3).receive("classify", max_messages=3, wait_seconds=5)
+    bus, held = RabbitBus(AMQP_URL, broker, prefetch=3), []
+    deadline = time.monotonic() + 10
+    while len(held) < 3 and time.monotonic() < deadline:
+        held += bus.receive("classify", max_messages=3, wait_seconds=1)
     if len(held) == 3:
         ready.set()
     time.sleep(60)  # "handling" when SIGKILL comes

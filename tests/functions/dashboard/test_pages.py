@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -185,3 +186,33 @@ def test_websocket_sends_progress_and_checks_credentials(dash):
         server.shutdown()
     plain = client.get(f"/ws/progress/{batch_id}")
     assert plain.status_code == 426 and plain.headers["Upgrade"] == "websocket"
+
+
+def test_with_redis_an_announcement_wakes_the_stream_at_once(dash, monkeypatch):
+    """The store is read when the pipeline announces a change on Redis, not on a timer."""
+    import redis
+
+    from doclane.functions.adapters import redis_progress
+    from tests.conftest import require
+
+    url = "redis://127.0.0.1:6379/14"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any failure to reach it
+        require(False, f"Redis at {url} is unreachable: {exc}")
+    context = dash[0]
+    context.settings = context.settings.model_copy(update={"redis_url": url})
+    monkeypatch.setattr(live, "REDIS_IDLE_SECONDS", 30.0)  # a timer alone would not see the change in time
+    batch_id, ids = _batch(context)
+    stream = live.batch_progress(context, batch_id)
+    assert next(stream)["pending"] == 1
+    announce = new_event("batch.uploaded", {"batch_id": batch_id, "document_ids": ids}, subject=None, source="test")
+
+    def finish():
+        context.metadata.update(ids[1], status="indexed")
+        redis_progress.for_settings(context.settings).publish([announce])
+
+    threading.Timer(0.3, finish).start()
+    started = time.monotonic()
+    done = next(stream)
+    assert done["done"] and time.monotonic() - started < 5
