@@ -248,9 +248,11 @@ def doctor(ctx, timeout):
     sys.exit(1 if checks.failed(lines) else 0)
 
 
-from doclane.local.eval.commands import eval_group  # noqa: E402  (light: imports its work lazily)
+from doclane.local.bench import bench  # noqa: E402  (light: imports its work lazily)
+from doclane.local.eval.commands import eval_group  # noqa: E402
 
 main.add_command(eval_group)
+main.add_command(bench)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,280 @@
+"""`doclane bench`: speed figures, each beside the floor it could reach.
+
+  a  end-to-end docs/s through `doclane up` vs one sequential loop (bench_pipeline.py)
+  b  events/s through one function's bus binding vs raw pika (bench_bus.py)
+  c  embedding chunks/s through the embedder vs raw sentence-transformers encode
+  d  search latency p50/p95/p99 per mode at two index sizes (synthetic chunks)
+  e  cold start of a scaled-to-zero pipeline vs a warm one (with a)
+  f  peak memory of every function process (with a)
+
+Medians of --repeat runs for b, c, d; a/e/f run the pipeline once (it is the
+expensive one). --quick shrinks every size so the whole run takes a minute
+or two; --only picks sections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import click
+import numpy as np
+
+SECTIONS = "abcdef"
+
+
+def run(only: str = SECTIONS, *, quick: bool = False, repeat: int | None = None, corpus_dir: Path | None = None,
+        progress: Callable[[str], None] = print) -> dict:
+    repeat = repeat or (1 if quick else 3)
+    report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": quick,
+                    "repeat": repeat, "machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="doclane-bench-") as tmp:
+        scratch = Path(tmp)
+        if set(only) & set("aef"):
+            from doclane.local import bench_pipeline
+
+            progress("a/e/f: pipeline through doclane up, then the sequential floor")
+            report["pipeline"] = bench_pipeline.pipeline(corpus_dir, 3 if quick else 20, scratch, progress)
+        if "b" in only:
+            progress("b: event bus")
+            report["bus"] = bus(200 if quick else 2000, repeat, scratch)
+        if "c" in only:
+            progress("c: embedding")
+            report["embedding"] = embedding(32 if quick else 256, repeat)
+        if "d" in only:
+            progress("d: search latency")
+            report["search"] = search((1_000, 5_000) if quick else (10_000, 50_000), 20 if quick else 100,
+                                      repeat, scratch)
+    return report
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+# --------------------------------------------------------------------------- b
+def bus(n: int, repeat: int, scratch: Path) -> dict:
+    from doclane.local import bench_bus
+    from doclane.local.bus import SqliteBus
+
+    out = {}
+    runs = [bench_bus.bench(lambda i=i: SqliteBus(scratch / f"bus-{i}.sqlite"), n, label="SqliteBus binding")
+            for i in range(repeat)]
+    out["sqlite_binding"] = _bus_figures(runs)
+    url = os.environ.get("DOCLANE_AMQP_URL")
+    if url:
+        import uuid
+
+        import pika
+
+        from doclane.functions.adapters import rabbitmq_topology as topology
+        from doclane.functions.adapters.rabbitmq_bus import RabbitBus
+
+        broker = f"bench-{uuid.uuid4().hex[:8]}"
+        try:
+            out["rabbitmq_binding"] = _bus_figures(
+                [bench_bus.bench(lambda: RabbitBus(url, broker), n, label="RabbitBus binding") for _ in range(repeat)])
+        finally:
+            conn = pika.BlockingConnection(pika.URLParameters(url))
+            topology.delete(conn, broker, [bench_bus.TRIGGER])
+            conn.close()
+        out["raw_pika"] = _bus_figures([bench_bus.bench_raw_pika(url, n) for _ in range(repeat)])
+        out["ratio_raw_over_binding"] = out["raw_pika"]["end_to_end_per_s"] / out["rabbitmq_binding"]["end_to_end_per_s"]
+    else:
+        out["rabbitmq"] = "skipped: DOCLANE_AMQP_URL is not set"
+    return out
+
+
+def _bus_figures(runs: list[dict]) -> dict:
+    both = _median(runs, "end_to_end_per_s")
+    return {"n": runs[0]["n"], "publish_per_s": _median(runs, "publish_per_s"),
+            "consume_per_s": _median(runs, "consume_per_s"), "end_to_end_per_s": both, "ms_per_hop": 1000 / both}
+
+
+# --------------------------------------------------------------------------- c
+def embedding(n: int, repeat: int) -> dict:
+    """Chunk-sized texts (~200 wordpieces) through MiniLMEmbedder.embed, and
+    the same texts through its SentenceTransformer's encode with its defaults."""
+    from doclane.functions.adapters import minilm
+    from doclane.local.bench_pipeline import synthetic_document
+
+    embedder = minilm.shared()
+    texts = [synthetic_document(i, words=150).decode() for i in range(n)]
+    embedder.embed(texts[:8])  # first call pays lazy initialisation
+    ours, raw = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        embedder.embed(texts)
+        ours.append(n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        embedder.model.encode(texts, show_progress_bar=False)
+        raw.append(n / (time.perf_counter() - t0))
+    a, b = statistics.median(ours), statistics.median(raw)
+    return {"chunks": n, "batch_size": embedder.batch_size, "embedder_per_s": a, "raw_encode_per_s": b,
+            "ratio_raw_over_embedder": b / a}
+
+
+# --------------------------------------------------------------------------- d
+def search(sizes: tuple[int, ...], queries: int, repeat: int, scratch: Path) -> dict:
+    """Synthetic chunks (120 words of a 5,000-word vocabulary, random unit
+    vectors), 5 per document, grown to each size in turn; per mode the
+    latency of EmbeddedIndex.search (limit 10; the query vector is given, so
+    embedding the query is not in it: see section c)."""
+    from doclane.functions.adapters.embedded_index import MODES, EmbeddedIndex
+    from doclane.functions.ports import Chunk, IndexedDocument
+
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}{chr(97 + i % 26)}" for i in range(5_000)])
+    index = EmbeddedIndex(scratch / "search-bench.sqlite")
+    out, have = {}, 0
+    for size in sizes:
+        t0 = time.perf_counter()
+        while have < size:
+            doc_id = f"d{have // 5}"
+            chunks = [Chunk(doc_id, j, " ".join(rng.choice(vocab, 120))) for j in range(5)]
+            vectors = rng.standard_normal((5, 384)).astype(np.float32)
+            index.upsert(IndexedDocument(doc_id, f"{doc_id}.txt", "report", {}, "2024-01-01T00:00:00+00:00"),
+                         chunks, vectors)
+            have += 5
+        build = time.perf_counter() - t0
+        qs = [(" ".join(rng.choice(vocab, 4)), rng.standard_normal(384).astype(np.float32)) for _ in range(queries)]
+        index.search(*qs[0], mode="semantic")  # loads the vector matrix, as the first search after a write does
+        figures = {}
+        for mode in MODES:
+            runs = []
+            for _ in range(repeat):
+                times = []
+                for text, vector in qs:
+                    t0 = time.perf_counter()
+                    index.search(text, vector, mode=mode, limit=10)
+                    times.append(time.perf_counter() - t0)
+                runs.append(np.percentile(np.array(times) * 1000, [50, 95, 99]))
+            p = np.median(np.array(runs), axis=0)
+            figures[mode] = {"p50_ms": float(p[0]), "p95_ms": float(p[1]), "p99_ms": float(p[2])}
+        out[str(size)] = {"chunks": size, "build_s": round(build, 2), "queries": queries, "modes": figures}
+    index.close()
+    return out
+
+
+# --------------------------------------------------------------------------- output
+def render(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"doclane bench, {r['date']}, {m['cpus']} CPUs, load {m['load_average']}, "
+             f"median of {r['repeat']} run(s){' (quick)' if r['quick'] else ''}"]
+    if "pipeline" in r:
+        p = r["pipeline"]
+        up, floor, cold = p["up"], p["floor"], p["up"]["cold_start"]
+        lines += ["", "(a) end to end", f"  doclane up          {up['docs_per_s']:7.2f} docs/s  ({up['documents']} docs, "
+                  f"{up['seconds']:.1f} s, {up['failed']} failed)",
+                  f"  sequential floor    {floor['docs_per_s']:7.2f} docs/s  ({floor['seconds']:.1f} s)   "
+                  f"floor/up = {p['ratio_floor_over_up']:.2f}x",
+                  "(e) cold start (file in the inbox -> indexed)",
+                  f"  first document (nothing running)   {cold['first_document_s']:6.2f} s",
+                  f"  warm document                      {cold['warm_document_s']:6.2f} s",
+                  f"  after scale to zero                {cold['after_scale_to_zero_s']:6.2f} s   "
+                  f"= {cold['after_scale_to_zero_s'] / cold['warm_document_s']:.1f}x warm",
+                  "(f) peak memory (VmHWM)"]
+        lines += [f"  {role:<36}{mb:8.0f} MB" for role, mb in up["peak_memory_mb"].items()]
+    if "bus" in r:
+        lines += ["", "(b) event bus: publish, then receive+decode+handle+ack (one function's binding)"]
+        for name, b in r["bus"].items():
+            if isinstance(b, dict):
+                lines.append(f"  {name:<18}{b['end_to_end_per_s']:9.0f} events/s  ({b['ms_per_hop']:.3f} ms/hop; "
+                             f"publish {b['publish_per_s']:.0f}/s, consume {b['consume_per_s']:.0f}/s, n={b['n']})")
+            elif isinstance(b, float):
+                lines.append(f"  raw pika / RabbitBus binding = {b:.2f}x")
+            else:
+                lines.append(f"  rabbitmq: {b}")
+    if "embedding" in r:
+        e = r["embedding"]
+        lines += ["", "(c) embedding", f"  MiniLMEmbedder.embed (batch {e['batch_size']})  {e['embedder_per_s']:7.1f} chunks/s",
+                  f"  raw SentenceTransformer.encode      {e['raw_encode_per_s']:7.1f} chunks/s   "
+                  f"raw/ours = {e['ratio_raw_over_embedder']:.2f}x  ({e['chunks']} chunks)"]
+    if "search" in r:
+        lines += ["", "(d) search latency, ms (EmbeddedIndex.search, limit 10)",
+                  f"  {'chunks':>7} {'mode':<9}{'p50':>8}{'p95':>8}{'p99':>8}"]
+        for s in r["search"].values():
+            for mode, f in s["modes"].items():
+                lines.append(f"  {s['chunks']:>7} {mode:<9}{f['p50_ms']:8.2f}{f['p95_ms']:8.2f}{f['p99_ms']:8.2f}")
+    return "\n".join(lines)
+
+
+def plots(r: dict, folder: Path) -> list[Path]:
+    """bench-throughput.png and bench-latency.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    bars = []  # (title, [(label, value)])
+    if "pipeline" in r:
+        p = r["pipeline"]
+        bars.append(("end to end, docs/s", [("doclane up", p["up"]["docs_per_s"]), ("floor", p["floor"]["docs_per_s"])]))
+    if "bus" in r:
+        bars.append(("event bus, events/s", [(k.replace("_", "\n"), v["end_to_end_per_s"])
+                                             for k, v in r["bus"].items() if isinstance(v, dict)]))
+    if "embedding" in r:
+        e = r["embedding"]
+        bars.append(("embedding, chunks/s", [("embedder", e["embedder_per_s"]), ("raw encode", e["raw_encode_per_s"])]))
+    if bars:
+        fig, axes = plt.subplots(1, len(bars), figsize=(4 * len(bars), 3.5), squeeze=False)
+        for ax, (title, items) in zip(axes[0], bars):
+            ax.bar([k for k, _ in items], [v for _, v in items], color=["#3a7", "#999", "#37a", "#a73"][:len(items)])
+            ax.set_title(title)
+        fig.suptitle(f"doclane bench {r['date'][:10]}, {r['machine']['cpus']} CPUs")
+        fig.tight_layout()
+        written.append(folder / "bench-throughput.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    if "search" in r or "pipeline" in r:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        if "search" in r:
+            for mode in ("keyword", "semantic", "hybrid"):
+                sizes = [s["chunks"] for s in r["search"].values()]
+                axes[0].plot(sizes, [s["modes"][mode]["p95_ms"] for s in r["search"].values()], marker="o", label=mode)
+            axes[0].set(title="search p95 latency", xlabel="chunks", ylabel="ms")
+            axes[0].legend()
+        if "pipeline" in r:
+            c = r["pipeline"]["up"]["cold_start"]
+            axes[1].bar(["first", "warm", "after\nscale to zero"],
+                        [c["first_document_s"], c["warm_document_s"], c["after_scale_to_zero_s"]], color="#37a")
+            axes[1].set(title="one document, inbox -> indexed", ylabel="s")
+        fig.tight_layout()
+        written.append(folder / "bench-latency.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
+
+
+@click.command("bench")
+@click.option("--only", default=SECTIONS, help="Sections to run, e.g. a,c (default: all of a-f)")
+@click.option("--quick", is_flag=True, help="Small sizes, one run each: a minute or two")
+@click.option("--repeat", type=int, help="Runs per figure, their median reported [3, quick 1]")
+@click.option("--corpus", "corpus_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Files for (a), topped up with synthetic Markdown documents [synthetic only]")
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False, path_type=Path), help="Write PNG plots here")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables")
+def bench(only, quick, repeat, corpus_dir, plot_dir, as_json):
+    """Throughput, latency, cold start and memory, beside their floors."""
+    chosen = "".join(c for c in only.lower() if c in SECTIONS)
+    if not chosen:
+        raise click.UsageError(f"--only takes letters of {SECTIONS}, e.g. a,c")
+    say = (lambda s: click.echo(s, err=True)) if as_json else click.echo
+    report = run(chosen, quick=quick, repeat=repeat, corpus_dir=corpus_dir, progress=say)
+    if plot_dir:
+        report["plots"] = [str(p) for p in plots(report, plot_dir)]
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
