@@ -138,7 +138,7 @@ def _hwm_mb(p) -> float:
     return p.memory_info().rss / 2**20  # not Linux: the current RSS, sampled
 
 
-def through_up(docs: list[tuple[str, bytes]], scratch: Path, *, idle_seconds: float = 6.0,
+def through_up(docs: list[tuple[str, bytes]], scratch: Path, *, idle_seconds: float = 20.0,
                timeout: float = 600.0, progress: Callable[[str], None] = print) -> dict:
     from doclane.functions.adapters.metadata import open_metadata
 

@@ -21,6 +21,7 @@ def _bench(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.timeout(1500)  # a doclane up with cold starts and a scale to zero: minutes on a busy machine
 def test_quick_bench_runs_every_section(tmp_path, monkeypatch, fixtures):
     monkeypatch.delenv("DOCLANE_AMQP_URL", raising=False)
     corpus = tmp_path / "corpus"
