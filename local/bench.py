@@ -14,10 +14,12 @@ or two; --only picks sections.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -246,6 +248,7 @@ def plots(r: dict, folder: Path) -> list[Path]:
             for mode in ("keyword", "semantic", "hybrid"):
                 sizes = [s["chunks"] for s in r["search"].values()]
                 axes[0].plot(sizes, [s["modes"][mode]["p95_ms"] for s in r["search"].values()], marker="o", label=mode)
+            axes[0].set_xticks(sizes, [f"{s // 1000}k" if s >= 1000 else str(s) for s in sizes])
             axes[0].set(title="search p95 latency", xlabel="chunks", ylabel="ms")
             axes[0].legend()
         if "pipeline" in r:
@@ -274,7 +277,9 @@ def bench(only, quick, repeat, corpus_dir, plot_dir, as_json):
     if not chosen:
         raise click.UsageError(f"--only takes letters of {SECTIONS}, e.g. a,c")
     say = (lambda s: click.echo(s, err=True)) if as_json else click.echo
-    report = run(chosen, quick=quick, repeat=repeat, corpus_dir=corpus_dir, progress=say)
+    # bench_bus prints its own lines: with --json they go to stderr, stdout stays one JSON object
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        report = run(chosen, quick=quick, repeat=repeat, corpus_dir=corpus_dir, progress=say)
     if plot_dir:
         report["plots"] = [str(p) for p in plots(report, plot_dir)]
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
