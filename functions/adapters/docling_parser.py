@@ -193,7 +193,8 @@ def detect_format(data: bytes, filename: str, content_type: str | None = None) -
         if b"E\x00n\x00c\x00r\x00y\x00p\x00t\x00e\x00d\x00P\x00a\x00c\x00k" in data:
             raise ParseError("password-protected Office document: remove the password and upload again")
         what = LEGACY.get(ext, "legacy Office binary (OLE2) file")
-        raise ParseError(f"unsupported format: {what}; save it as DOCX, XLSX or PPTX")
+        instead = "an .eml file" if ext == "msg" else "DOCX, XLSX or PPTX"
+        raise ParseError(f"unsupported format: {what}; save it as {instead}")
     if data.startswith(b"PK\x03\x04"):
         return _ooxml_kind(data)
     if ext == "pdf" or ctype == "application/pdf":
