@@ -9,7 +9,7 @@ import uuid
 from cloudevents.http import CloudEvent
 
 from doclane.events.envelope import derive
-from doclane.functions.errors import NotFound
+from doclane.functions.errors import NotFound, Permanent
 from doclane.functions.ports import ParsedDocument
 
 _DOC_NAMESPACE = uuid.UUID("7d0c5e8a-1f7e-4a8e-b3c4-5a9e2f6d7c11")
@@ -35,6 +35,16 @@ def save_parsed(ctx, key: str, doc: ParsedDocument) -> None:
 
 def load_parsed(ctx, key: str) -> ParsedDocument:
     return ParsedDocument.from_json(json.loads(ctx.artefacts.get(key)))
+
+
+def require_parsed(ctx, key: str) -> ParsedDocument:
+    """The parsed document a later stage needs. Missing, it cannot appear by
+    retrying: Permanent, so the binding dead-letters the event and fails the
+    document with this reason."""
+    try:
+        return load_parsed(ctx, key)
+    except NotFound:
+        raise Permanent(f"the parsed document {key} is missing from the artefact store") from None
 
 
 def fail(event: CloudEvent, ctx, *, stage: str, reason: str, error_type: str, document_id: str,

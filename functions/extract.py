@@ -7,8 +7,7 @@ from cloudevents.http import CloudEvent
 
 from doclane.events.envelope import derive
 from doclane.events.models import DocumentClassifiedV1
-from doclane.functions.common import fail, load_parsed
-from doclane.functions.errors import NotFound
+from doclane.functions.common import require_parsed
 from doclane.functions.runtime import Function
 
 
@@ -21,11 +20,7 @@ def handle(event: CloudEvent, data: DocumentClassifiedV1, ctx) -> list[CloudEven
     doc_id = data.document_id
     if ctx.metadata.get(doc_id) is None:
         return []
-    try:
-        parsed = load_parsed(ctx, data.parsed_key)
-    except NotFound:
-        return [fail(event, ctx, stage="extract", reason="the parsed document is missing from the artefact store",
-                     error_type="missing", document_id=doc_id, filename=data.filename, batch_id=data.batch_id)]
+    parsed = require_parsed(ctx, data.parsed_key)
     category = data.category if data.category in ctx.categories.names else "other"
     fields = fields_json(ctx.extractor.extract(parsed, category))
     ctx.metadata.update(doc_id, status="extracted", fields=fields)

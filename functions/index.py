@@ -14,8 +14,7 @@ from doclane.events.envelope import derive
 from doclane.events.models import DocumentDeletedV1, DocumentExtractedV1
 from doclane.functions import chunking
 from doclane.functions.adapters.minilm import model_path
-from doclane.functions.common import fail, load_parsed
-from doclane.functions.errors import NotFound
+from doclane.functions.common import require_parsed
 from doclane.functions.ports import IndexedDocument
 from doclane.functions.runtime import Function
 
@@ -31,11 +30,7 @@ def _index(event: CloudEvent, data: DocumentExtractedV1, ctx) -> list[CloudEvent
     record = ctx.metadata.get(doc_id)
     if record is None:
         return []
-    try:
-        parsed = load_parsed(ctx, data.parsed_key)
-    except NotFound:
-        return [fail(event, ctx, stage="index", reason="the parsed document is missing from the artefact store",
-                     error_type="missing", document_id=doc_id, filename=data.filename, batch_id=data.batch_id)]
+    parsed = require_parsed(ctx, data.parsed_key)
     chunks = chunking.chunk(parsed, doc_id, model_path(), max_tokens=getattr(ctx.embedder, "max_tokens", 256))
     vectors = ctx.embedder.embed([c.text for c in chunks])
     fields = {k: v.model_dump(exclude_none=True) for k, v in data.fields.items()}

@@ -144,6 +144,17 @@ class SearchResult:
     facets: dict[str, dict[str, int]]
 
 
+SEARCH_MODES = ("hybrid", "keyword", "semantic")
+
+
+def check_search_args(mode: str, query_vector: np.ndarray | None) -> None:
+    """What every SearchIndex refuses before it touches its store."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    if mode == "semantic" and query_vector is None:
+        raise ValueError("semantic search needs a query vector")
+
+
 class SearchIndex(Protocol):
     def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Replace everything indexed for doc.document_id (idempotent)."""

@@ -12,8 +12,9 @@ import time
 from flask import Blueprint, jsonify, request
 
 from doclane.functions.http import ctx, problem
+from doclane.functions.ports import SEARCH_MODES
 
-MODES = ("hybrid", "keyword", "semantic")
+MODES = SEARCH_MODES
 MAX_LIMIT = 100
 
 bp = Blueprint("search", __name__)

@@ -39,3 +39,13 @@ def settings(tmp_path, monkeypatch):
             monkeypatch.delenv(var, raising=False)
     return load(data_dir=tmp_path / "data", inbox=tmp_path / "inbox", retry_backoff=0.05, max_attempts=3,
                 idle_seconds=2)
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """A real HTTP S3 API (moto's server) on 127.0.0.1, one per test module."""
+    from tests.e2e.harness import MotoS3
+
+    server = MotoS3()
+    yield server
+    server.stop()

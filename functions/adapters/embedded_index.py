@@ -41,9 +41,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from doclane.functions.errors import ConfigError, Retryable
-from doclane.functions.ports import Chunk, Hit, IndexedDocument, SearchResult
+from doclane.functions.ports import SEARCH_MODES, Chunk, Hit, IndexedDocument, SearchResult, check_search_args
 
-MODES = ("hybrid", "keyword", "semantic")
+MODES = SEARCH_MODES
 FUSIONS = ("minmax", "rrf")
 
 _SCHEMA = """
@@ -195,10 +195,7 @@ class EmbeddedIndex:
         self, query: str, query_vector: np.ndarray | None, *, mode: str = "hybrid",
         category: str | None = None, limit: int = 10, offset: int = 0,
     ) -> SearchResult:
-        if mode not in MODES:
-            raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-        if mode == "semantic" and query_vector is None:
-            raise ValueError("semantic search needs a query vector")
+        check_search_args(mode, query_vector)
         match = fts_query(query or "")
         db = self._db()
         try:

@@ -43,7 +43,7 @@ import numpy as np
 
 from doclane.functions.adapters.embedded_index import FUSIONS, MODES, _lead
 from doclane.functions.errors import ConfigError, Permanent, Retryable
-from doclane.functions.ports import Chunk, Hit, IndexedDocument, SearchResult
+from doclane.functions.ports import Chunk, Hit, IndexedDocument, SearchResult, check_search_args
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,7 @@ class OpenSearchIndex:
         self, query: str, query_vector: np.ndarray | None, *, mode: str = "hybrid",
         category: str | None = None, limit: int = 10, offset: int = 0,
     ) -> SearchResult:
-        if mode not in MODES:
-            raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-        if mode == "semantic" and query_vector is None:
-            raise ValueError("semantic search needs a query vector")
+        check_search_args(mode, query_vector)
         text = (query or "").strip()
         keyword = {"multi_match": {"query": text, "fields": KEYWORD_FIELDS}} if mode != "semantic" and text else None
         semantic = None

@@ -89,3 +89,15 @@ def test_consume_stops_when_asked(context):
     stop.set()
     t.join(5)
     assert not t.is_alive()
+
+
+def test_a_missing_parsed_document_fails_the_document_at_once(context):
+    register(context)
+    context.bus.publish(new_event("document.classified", {
+        "document_id": "d1", "filename": "a.pdf", "category": "invoice", "confidence": 0.9,
+        "classifier": "embedded", "parsed_key": "d1/gone.parsed.json"}, subject="d1", source="test"))
+    binding.consume(context.bus, load("extract"), context, idle_seconds=0.2, max_attempts=3)
+    (dead,) = context.bus.dead_letters("extract")
+    assert dead.attempts == 1 and "missing from the artefact store" in dead.reason
+    record = context.metadata.get("d1")
+    assert record.status == "failed" and "d1/gone.parsed.json" in record.error

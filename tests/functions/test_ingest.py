@@ -14,14 +14,7 @@ from doclane.functions.adapters.s3_store import ARTEFACT_PREFIX, S3Store
 from doclane.functions.common import document_id, save_parsed
 from doclane.functions.context import Context
 from doclane.functions.ports import ParsedDocument
-from tests.e2e.harness import MotoS3, minio_record
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = MotoS3()
-    yield server
-    server.stop()
+from tests.e2e.harness import minio_record
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 The vendored schemas in tests/fixtures/crds/ were made from the upstream CRD
 YAMLs (see SOURCE.md there) by this module:
 
-  python -m tests.infra.crds ../shared/protocol/crds tests/fixtures/crds
+  python -m tests.infra.crds <folder of the upstream CRD YAMLs> tests/fixtures/crds
 
 The conversion follows what the API server does with a structural schema and
 kubectl's strict field validation (the default since Kubernetes 1.27):

@@ -1,5 +1,5 @@
-"""The function images, built with Podman (here: the wrapper that
-../shared/tools/container-base sets up) via `make images`, and the functions
+"""The function images, built with Podman (here: the wrapper that the
+workplace's shared tools/container-base sets up, or DOCLANE_PODMAN) via `make images`, and the functions
 answering inside their containers on 127.0.0.1. Where no container runtime can
 run (a laptop without shared/), these tests skip with the reason; in CI they
 must run."""

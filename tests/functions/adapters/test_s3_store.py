@@ -16,14 +16,7 @@ from doclane.functions.adapters.folder_store import FolderStore
 from doclane.functions.adapters.s3_store import ARTEFACT_PREFIX, S3Store
 from doclane.functions.errors import ConfigError, NotFound, Retryable
 from doclane.functions.settings import Settings
-from tests.e2e.harness import MotoS3, free_port
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = MotoS3()
-    yield server
-    server.stop()
+from tests.e2e.harness import free_port
 
 
 @pytest.fixture
