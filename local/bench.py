@@ -75,6 +75,15 @@ def bus(n: int, repeat: int, scratch: Path) -> dict:
     runs = [bench_bus.bench(lambda i=i: SqliteBus(scratch / f"bus-{i}.sqlite"), n, label="SqliteBus binding")
             for i in range(repeat)]
     out["sqlite_binding"] = _bus_figures(runs)
+    # An idle consumer in another process noticing new work: doorbells vs polling.
+    from functools import partial
+
+    hops = {}
+    for name, bells in (("sqlite_hop", True), ("sqlite_hop_polling", False)):
+        hops[name] = [bench_bus.hop_latency(partial(SqliteBus, scratch / f"hop-{name}-{i}.sqlite", doorbells=bells),
+                                            max(50, min(n // 10, 300)), label=f"SqliteBus hop ({'doorbell' if bells else 'polling'})")
+                      for i in range(repeat)]
+        out[name] = {"n": hops[name][0]["n"], **{k: _median(hops[name], k) for k in ("hop_ms_p50", "hop_ms_p95")}}
     url = os.environ.get("DOCLANE_AMQP_URL")
     if url:
         import uuid
@@ -192,7 +201,10 @@ def render(r: dict) -> str:
     if "bus" in r:
         lines += ["", "(b) event bus: publish, then receive+decode+handle+ack (one function's binding)"]
         for name, b in r["bus"].items():
-            if isinstance(b, dict):
+            if isinstance(b, dict) and "hop_ms_p50" in b:
+                lines.append(f"  {name:<18}  one hop to an idle consumer in another process: p50 {b['hop_ms_p50']:.3f} ms, "
+                             f"p95 {b['hop_ms_p95']:.3f} ms (n={b['n']})")
+            elif isinstance(b, dict):
                 lines.append(f"  {name:<18}{b['end_to_end_per_s']:9.0f} events/s  ({b['ms_per_hop']:.3f} ms/hop; "
                              f"publish {b['publish_per_s']:.0f}/s, consume {b['consume_per_s']:.0f}/s, n={b['n']})")
             elif isinstance(b, float):

@@ -102,6 +102,75 @@ def bench_raw_pika(url: str, n: int = 2000, *, prefetch: int = 1) -> dict:
     return _report(f"raw pika (prefetch {prefetch})", n, publish_s, consume_s)
 
 
+PING = Trigger("bench-ping", ("io.doclane.document.uploaded.v1",), max_attempts=3)
+PONG = Trigger("bench-pong", ("io.doclane.document.deleted.v1",), max_attempts=3)
+
+
+def _echo(bus_factory: Callable[[], object], n: int, ready) -> None:
+    """The other process of `hop_latency`: answer every ping with a pong."""
+    from doclane.events.envelope import derive
+
+    bus = bus_factory()
+    bus.declare([PING, PONG])
+    ready.set()
+    try:
+        for _ in range(n):
+            deliveries = []
+            while not deliveries:
+                deliveries = bus.receive(PING.name, wait_seconds=30)
+            from doclane.events import codec
+
+            ping = codec.loads(deliveries[0].body)
+            data = {"document_id": ping.data["document_id"], "bucket": "bench", "key": ping.data["key"]}
+            bus.publish(derive(ping, "document.deleted", data, source="bench"))
+            bus.ack(deliveries[0])
+    finally:
+        bus.close()
+
+
+def hop_latency(bus_factory: Callable[[], object], n: int = 200, *, label: str | None = None) -> dict:
+    """Latency of one hop between two processes, the way a pipeline sees it:
+    this process publishes a ping and waits; another process, idle in
+    `receive`, takes it and publishes a pong; one hop = half the round trip.
+    (`bench` measures throughput with the queue already full; this measures
+    how fast an idle consumer notices new work.)"""
+    import multiprocessing
+    import statistics
+
+    mp = multiprocessing.get_context("spawn")
+    ready = mp.Event()
+    child = mp.Process(target=_echo, args=(bus_factory, n, ready), daemon=True)
+    bus = bus_factory()
+    bus.declare([PING, PONG])
+    child.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the echo process did not start")
+        time.sleep(0.2)  # let it reach receive() (its doorbell, if any, is registered there)
+        rtts = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            bus.publish(_event(i))
+            deliveries = []
+            while not deliveries:
+                if time.perf_counter() - t0 > 30:
+                    raise RuntimeError(f"no pong for ping {i}")
+                deliveries = bus.receive(PONG.name, wait_seconds=5)
+            rtts.append(time.perf_counter() - t0)
+            bus.ack(deliveries[0])
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+        bus.close()
+    hops = sorted(r / 2 * 1000 for r in rtts)
+    figures = {"label": label or type(bus).__name__, "n": n, "hop_ms_p50": statistics.median(hops),
+               "hop_ms_p95": hops[int(0.95 * (len(hops) - 1))], "hop_ms_max": hops[-1]}
+    print(f"{figures['label']:<34} one hop between processes: p50 {figures['hop_ms_p50']:.3f} ms"
+          f"   p95 {figures['hop_ms_p95']:.3f} ms   (n={n})", flush=True)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)

@@ -5,12 +5,23 @@ file safely (WAL), and a transaction can publish the next events and settle
 a delivery together. Each trigger's queue is a set of rows; a delivery is a
 lease on a row, so a worker that dies (even by SIGKILL) only delays its
 messages until the lease expires or the supervisor releases it.
+
+Waiting consumers do not poll at a fixed rate: on Linux each one binds an
+abstract-namespace datagram socket (a doorbell), registers its address in
+the `waiters` table, and sleeps in select(); a publisher rings the doorbells
+of the triggers it routed to after its transaction commits, so a hop costs
+a wake-up, not half a polling period. Polling (2-50 ms) stays as the
+fallback for delayed retries, expired leases and other platforms.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import socket
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -43,12 +54,20 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (trigger, state, available_at);
 CREATE INDEX IF NOT EXISTS messages_owner ON messages (lease_owner) WHERE state = 'leased';
+CREATE TABLE IF NOT EXISTS waiters (
+  address BLOB PRIMARY KEY, trigger TEXT NOT NULL, pid INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS waiters_trigger ON waiters (trigger);
 """
+
+# Abstract-namespace unix sockets (no file, gone with the process) are Linux's.
+DOORBELLS = sys.platform.startswith("linux") and os.environ.get("DOCLANE_BUS_DOORBELLS", "1") != "0"
 
 
 class SqliteBus:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, doorbells: bool | None = None):
         self.path = str(path)
+        self.doorbells = DOORBELLS if doorbells is None else doorbells and DOORBELLS
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._triggers: dict[str, Trigger] = {}
@@ -122,6 +141,7 @@ class SqliteBus:
         triggers = self._load_triggers(force=True).values()
         now = time.time()
         results = []
+        routed: set[str] = set()
         with self._tx() as db:
             for event in events:
                 eid, etype, subject = event["id"], event["type"], event.get("subject")
@@ -132,12 +152,14 @@ class SqliteBus:
                 body = codec.dumps(event)
                 for t in triggers:
                     if etype in t.types:
+                        routed.add(t.name)
                         db.execute(
                             "INSERT OR IGNORE INTO messages (trigger, event_id, type, subject, body, available_at, created_at) "
                             "VALUES (?,?,?,?,?,?,?)",
                             (t.name, eid, etype, subject, body, now, now),
                         )
                 results.append(True)
+        self._ring(routed)
         return results
 
     def enqueue_raw(self, trigger: str, body: bytes, *, event_id: str | None = None) -> None:
@@ -149,6 +171,7 @@ class SqliteBus:
                 "INSERT INTO messages (trigger, event_id, body, available_at, created_at) VALUES (?,?,?,?,?)",
                 (trigger, event_id or f"raw-{uuid.uuid4()}", body, now, now),
             )
+        self._ring([trigger])
 
     # ----------------------------------------------------------------- consume
     def receive(self, trigger: str, *, max_messages: int = 1, wait_seconds: float = 1.0, owner: str = "") -> list[Delivery]:
@@ -171,9 +194,18 @@ class SqliteBus:
                     )
             if rows:
                 return [Delivery(trigger, str(seq), bytes(body), attempts + 1) for seq, body, attempts in rows]
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return []
-            time.sleep(pause)
+            bell = self._doorbell(trigger)
+            if bell is None:
+                time.sleep(min(pause, remaining))
+            elif bell.fresh:
+                bell.fresh = False  # registered after the query: look again before sleeping
+                continue
+            elif select.select([bell.sock], [], [], min(pause, remaining))[0]:
+                bell.drain()
+                continue  # rung: a publisher committed work for this trigger
             pause = min(pause * 2, 0.05)
 
     def ack(self, delivery: Delivery) -> None:
@@ -209,15 +241,20 @@ class SqliteBus:
                 "last_error='worker exited while handling it' WHERE state='leased' AND lease_owner=?",
                 (time.time(), owner),
             )
-            return cur.rowcount
+        if cur.rowcount:
+            self._ring(self._load_triggers())
+        return cur.rowcount
 
     def release_all(self) -> int:
         """At start-up no worker is alive: every lease is stale."""
         with self._tx() as db:
-            return db.execute(
+            n = db.execute(
                 "UPDATE messages SET state='ready', available_at=?, lease_owner=NULL WHERE state='leased'",
                 (time.time(),),
             ).rowcount
+        if n:
+            self._ring(self._load_triggers())
+        return n
 
     # ----------------------------------------------------------------- observe
     def backlog(self, trigger: str) -> int:
@@ -262,7 +299,10 @@ class SqliteBus:
             sql += f" AND event_id IN ({','.join('?' * len(event_ids))})"
             args.extend(event_ids)
         with self._tx() as db:
-            return db.execute(sql, args).rowcount
+            n = db.execute(sql, args).rowcount
+        if n:
+            self._ring([trigger] if trigger else self._load_triggers())
+        return n
 
     def prune(self, older_than_seconds: float = 7 * 86400) -> int:
         """Forget settled deliveries. Their event ids stay in `published`, so a
@@ -272,8 +312,89 @@ class SqliteBus:
                 "DELETE FROM messages WHERE state='done' AND settled_at < ?", (time.time() - older_than_seconds,)
             ).rowcount
 
+    # ----------------------------------------------------------------- doorbells
+    def _doorbell(self, trigger: str) -> "_Doorbell | None":
+        """This thread's doorbell for the trigger, registered on first use."""
+        if not self.doorbells:
+            return None
+        bells = getattr(self._local, "bells", None)
+        if bells is None:
+            bells = self._local.bells = {}
+        bell = bells.get(trigger)
+        if bell is None:
+            try:
+                bell = _Doorbell()
+            except OSError:  # no abstract sockets here (e.g. a sandbox): poll
+                return None
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO waiters VALUES (?,?,?)", (bell.address, trigger, os.getpid()))
+            bells[trigger] = bell
+        return bell
+
+    def _ring(self, triggers) -> None:
+        """Wake the consumers waiting on these triggers (after the commit, so
+        what they look for is there). A doorbell that is gone belonged to a
+        process that exited: forget it."""
+        names = list(triggers)
+        if not DOORBELLS or not names:  # rings even if this instance only polls
+            return
+        db = self._db()
+        rows = db.execute(
+            f"SELECT address FROM waiters WHERE trigger IN ({','.join('?' * len(names))})", names
+        ).fetchall()
+        if not rows:
+            return
+        sender = getattr(self._local, "sender", None)
+        if sender is None:
+            sender = self._local.sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sender.setblocking(False)
+        gone = []
+        for (address,) in rows:
+            try:
+                sender.sendto(b"!", bytes(address))
+            except (ConnectionRefusedError, FileNotFoundError):
+                gone.append(address)
+            except (BlockingIOError, OSError):
+                pass  # its buffer is full of rings already: it is awake
+        if gone:
+            with self._tx() as tx:
+                tx.executemany("DELETE FROM waiters WHERE address=?", [(a,) for a in gone])
+
     def close(self) -> None:
+        bells = getattr(self._local, "bells", None) or {}
+        if bells:
+            try:
+                with self._tx() as db:
+                    db.executemany("DELETE FROM waiters WHERE address=?", [(b.address,) for b in bells.values()])
+            except sqlite3.Error:
+                pass  # closing is best effort; a stale row is dropped on the next ring
+            for bell in bells.values():
+                bell.sock.close()
+            self._local.bells = {}
+        sender = getattr(self._local, "sender", None)
+        if sender is not None:
+            sender.close()
+            self._local.sender = None
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
+
+
+class _Doorbell:
+    """A datagram socket in Linux's abstract namespace: no file to clean up,
+    and a send to it fails with ECONNREFUSED once its process is gone."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.bind(b"\0doclane-bus-" + uuid.uuid4().hex.encode())
+        self.address: bytes = self.sock.getsockname()
+        self.fresh = True
+
+    def drain(self) -> None:
+        try:
+            while True:
+                self.sock.recv(64)
+        except (BlockingIOError, OSError):
+            pass
