@@ -19,7 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-    DOCLANE_HOST=0.0.0.0 DOCLANE_PORT=8080 \
+    DOCLANE_HOST=0.0.0.0 DOCLANE_PORT=8080 DOCLANE_LOG_FORMAT=json \
     DOCLANE_DATA_DIR=/var/lib/doclane DOCLANE_INBOX=/var/lib/doclane/inbox
 RUN useradd --uid 10001 --user-group --create-home --home-dir /home/app app \
  && mkdir -p /var/lib/doclane/inbox && chown -R app:app /var/lib/doclane

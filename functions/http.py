@@ -4,6 +4,7 @@ next event out in binary mode, with Knative's reply semantics:
   200 + event   handled; the body is the next event (the broker publishes it)
   202           handled; nothing follows
   400           a bad event: never retried (the broker dead-letters it)
+  413           an event over DOCLANE_MAX_EVENT_KB (refused like a bad one)
   503           a retryable failure (the broker retries with back-off)
 
 A function may emit several events; the first is the reply and the rest go
@@ -24,8 +25,11 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import from_http
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from doclane.events.envelope import InvalidEvent
+from doclane.events import codec
+from doclane.events.envelope import InvalidEvent, check_attributes
+from doclane.functions import limits
 from doclane.functions.errors import Permanent, Retryable
+from doclane.functions.observability import metrics
 from doclane.functions.runtime import Function, invoke
 from doclane.functions.sources import normalise
 
@@ -45,10 +49,15 @@ def ctx():
 
 
 def handle_cloudevent(fn: Function, context) -> Response:
+    limit = limits.max_event_bytes(context.settings)
+    body = _body(limit)
+    if body is None:
+        return problem(413, "Event too large", f"the event is larger than {limit} bytes (DOCLANE_MAX_EVENT_KB)")
     try:
-        event = from_http(dict(request.headers), request.get_data())
+        event = from_http(dict(request.headers), body)
+        check_attributes(event.get_attributes())  # before anything reads them (normalise, invoke)
     except Exception as exc:  # the SDK raises several types for malformed input
-        return problem(400, "Bad CloudEvent", f"{type(exc).__name__}: {exc}")
+        return problem(400, "Bad CloudEvent", _why_not(exc, body))
     try:
         outputs = invoke(fn, normalise(event), context)  # foreign sources (e.g. RabbitmqSource) made doclane events
     except (InvalidEvent, Permanent) as exc:
@@ -69,6 +78,30 @@ def handle_cloudevent(fn: Function, context) -> Response:
     headers = dict(headers)
     headers.setdefault("content-type", "application/json")
     return Response(body, status=200, headers=headers)
+
+
+def _why_not(exc: Exception, body: bytes) -> str:
+    """The SDK's reason, made plain: it reports a missing ce-id as a missing
+    specversion, and a body that is not JSON as a codec error."""
+    sent = {k.lower() for k in request.headers.keys() if k.lower().startswith("ce-")}
+    missing = [h for h in ("ce-specversion", "ce-id", "ce-source", "ce-type") if h not in sent]
+    if sent and missing:
+        return f"a binary-mode CloudEvent needs the header(s) {', '.join(missing)}"
+    if not sent:  # structured mode: the bus's parser says what is wrong in plain words
+        try:
+            codec.loads(body)
+        except InvalidEvent as why:
+            return str(why)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _body(limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes: a chunked body
+    is read no further than that."""
+    if request.content_length is not None:
+        return None if request.content_length > limit else request.get_data()
+    data = request.stream.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 def _send_rest(events) -> None:
@@ -99,6 +132,7 @@ def function_app(fn: Function, context) -> Flask:
     app = Flask(f"doclane.{fn.name}")
     app.config["doclane.ctx"] = context
     app.register_blueprint(health_blueprint(lambda: {"function": fn.name}))
+    app.register_blueprint(metrics.bp)  # GET /metrics, open like the probes: the stage sits inside the cluster
     app.add_url_rule("/", "cloudevent", _guarded(lambda: handle_cloudevent(fn, context), context), methods=["POST"])
     if fn.name == "ingest":  # ingest also takes MinIO's webhook target directly
         from doclane.functions.minio_webhook import bp as minio_webhook

@@ -15,6 +15,7 @@ from doclane.events.models import DocumentDeletedV1, DocumentExtractedV1
 from doclane.functions import chunking
 from doclane.functions.adapters.minilm import model_path
 from doclane.functions.common import require_parsed
+from doclane.functions.observability import metrics
 from doclane.functions.ports import IndexedDocument
 from doclane.functions.runtime import Function
 
@@ -32,7 +33,8 @@ def _index(event: CloudEvent, data: DocumentExtractedV1, ctx) -> list[CloudEvent
         return []
     parsed = require_parsed(ctx, data.parsed_key)
     chunks = chunking.chunk(parsed, doc_id, model_path(), max_tokens=getattr(ctx.embedder, "max_tokens", 256))
-    vectors = ctx.embedder.embed([c.text for c in chunks])
+    with metrics.EMBED_SECONDS.time():
+        vectors = ctx.embedder.embed([c.text for c in chunks])
     fields = {k: v.model_dump(exclude_none=True) for k, v in data.fields.items()}
     ctx.index.upsert(IndexedDocument(
         document_id=doc_id, filename=data.filename, category=data.category, fields=fields,

@@ -16,7 +16,7 @@ from cloudevents.http import CloudEvent
 
 from doclane.events.envelope import child_traceparent, derive, new_event
 from doclane.events.models import BucketNotificationV1
-from doclane.functions import notifications
+from doclane.functions import limits, notifications
 from doclane.functions.common import document_id, fail, sha256
 from doclane.functions.errors import NotFound, Permanent
 from doclane.functions.notifications import ObjectEvent
@@ -36,6 +36,11 @@ def handle(event: CloudEvent, data: BucketNotificationV1, ctx) -> list[CloudEven
     for obj in objects:
         if _artefact(obj, ctx.settings):
             continue
+        problem = limits.key_problem(obj.key)
+        if problem:  # no store is asked for it: the folder store would resolve it as a path
+            if obj.action == "created":
+                out.append(_bad_key(event, obj, problem, ctx))
+            continue
         if obj.action == "removed":
             out.append(_deleted(event, obj))
         else:
@@ -53,6 +58,17 @@ def _artefact(obj: ObjectEvent, settings) -> bool:
     return obj.bucket == settings.s3_artefact_bucket or obj.key.startswith(ARTEFACT_PREFIX)
 
 
+def _bad_key(event: CloudEvent, obj: ObjectEvent, problem: str, ctx) -> CloudEvent:
+    """document.failed for an object whose key doclane refuses (limits.key_problem).
+    Not registered: the key may not even be storable (NUL in PostgreSQL text)."""
+    log.warning("%s: %s", obj.bucket, problem)
+    try:
+        doc_id = document_id(obj.bucket, obj.key)
+    except UnicodeEncodeError:  # a lone surrogate is no UTF-8: name the key by its escaped form
+        doc_id = document_id(obj.bucket, ascii(obj.key))
+    return fail(event, ctx, stage="ingest", reason=problem, error_type="bad_key", document_id=doc_id)
+
+
 def _deleted(event: CloudEvent, obj: ObjectEvent) -> CloudEvent:
     doc_id = document_id(obj.bucket, obj.key)
     return derive(event, "document.deleted", {"document_id": doc_id, "bucket": obj.bucket, "key": obj.key},
@@ -67,17 +83,22 @@ def _created(event: CloudEvent, obj: ObjectEvent, ctx) -> list[CloudEvent]:
     except NotFound:
         log.info("%s/%s is gone before ingest; nothing to do", obj.bucket, obj.key)
         return []
+    except Permanent as exc:  # the store refuses the key (a symlink out of the folder store)
+        return [_bad_key(event, obj, str(exc), ctx)]
     content_type = obj.content_type or info.content_type or mimetypes.guess_type(filename)[0]
     existing = ctx.metadata.get(doc_id)
     batch_id = (obj.metadata.get("x-amz-meta-batch-id") or obj.metadata.get("batch-id")
                 or (existing.batch_id if existing else None))
-    limit = int(ctx.settings.max_file_mb * 1024 * 1024)
-    if info.size > limit:
-        rec = _register(ctx, doc_id, obj, filename, content_type, info.size, "0" * 64, batch_id)
-        return [fail(event, ctx, stage="ingest", reason=f"file is {info.size} bytes; the limit is {limit} (DOCLANE_MAX_FILE_MB)",
-                     error_type="too_large", document_id=rec.document_id, filename=filename, batch_id=batch_id)]
+    try:  # the size before the bytes are fetched
+        limits.check_file_size(info.size, ctx.settings, filename)
+    except limits.Refused as exc:
+        return [_refused(event, ctx, exc, doc_id, obj, filename, content_type, info.size, "0" * 64, batch_id)]
     content = ctx.objects(obj.bucket).get(obj.key)
     digest = sha256(content)
+    try:  # executables, a name that lies about the content, zip bombs: before any parser
+        limits.inspect(content, filename, content_type, ctx.settings)
+    except limits.Refused as exc:
+        return [_refused(event, ctx, exc, doc_id, obj, filename, content_type, len(content), digest, batch_id)]
 
     if existing is None:
         twin = ctx.metadata.find_by_sha256(digest)
@@ -108,6 +129,14 @@ def _uploaded(doc_id, bucket, key, filename, content_type, size, digest, batch_i
         "content_type": content_type, "size": size, "sha256": digest, "batch_id": batch_id,
     }, subject=doc_id, source="ingest", id=str(uuid.uuid5(_UPLOAD_NAMESPACE, seed)),
         traceparent=child_traceparent(parent.get("traceparent")))
+
+
+def _refused(event: CloudEvent, ctx, exc: limits.Refused, doc_id, obj: ObjectEvent, filename, content_type, size,
+             digest, batch_id) -> CloudEvent:
+    """The document is registered (the dashboard lists it with the reason) and failed."""
+    rec = _register(ctx, doc_id, obj, filename, content_type, size, digest, batch_id)
+    return fail(event, ctx, stage="ingest", reason=str(exc), error_type=exc.error_type,
+                document_id=rec.document_id, filename=filename, batch_id=batch_id)
 
 
 def _register(ctx, doc_id, obj: ObjectEvent, filename, content_type, size, digest, batch_id) -> DocumentRecord:

@@ -22,6 +22,7 @@ from flask import Request
 
 from doclane.functions.context import Context
 from doclane.functions.http import handle_cloudevent, health_blueprint
+from doclane.functions.observability import logs, metrics
 from doclane.functions.runtime import STAGES, load
 from doclane.functions.settings import load as load_settings
 
@@ -72,6 +73,7 @@ def create_app(target: str):
         raise SystemExit(f"unknown function {target!r}; choose one of {', '.join(TARGETS)}")
     app = functions_framework.create_app(target=target, source=__file__)
     app.register_blueprint(health_blueprint(lambda: {"function": target}))
+    app.register_blueprint(metrics.bp)  # GET /metrics
     if target == "notify":
         # The broker's dead-letter sink (infra/knative): the broker sends no
         # credentials, and the stage functions sit inside the cluster.
@@ -92,11 +94,13 @@ def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
+    import logging
     import signal
     import sys
 
     from waitress import serve
 
+    logs.configure(logging.INFO)  # DOCLANE_LOG_FORMAT: json in the images, text by default
     # As PID 1 in a container a signal without a handler is ignored: stop
     # promptly when the platform scales the function down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

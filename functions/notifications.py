@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 
 @dataclass(frozen=True)
@@ -54,25 +54,51 @@ def _record(rec: Any) -> ObjectEvent | None:
         action = "removed"
     else:
         return None  # replication, restore, tagging, ... : not ours
-    s3 = rec.get("s3") or {}
-    bucket = (s3.get("bucket") or {}).get("name")
-    obj = s3.get("object") or {}
+    s3 = _object(rec.get("s3"), "s3")
+    bucket = _object(s3.get("bucket"), "s3.bucket").get("name")
+    obj = _object(s3.get("object"), "s3.object")
     key = obj.get("key")
-    if not bucket or not key:
-        raise NotNotification(f"{name} record without bucket name or object key")
+    if not bucket or not key or not isinstance(bucket, str) or not isinstance(key, str):
+        raise NotNotification(f"{name} record without bucket name or object key (both strings)")
     meta = obj.get("userMetadata") or obj.get("userDefined") or {}
+    meta = meta if isinstance(meta, dict) else {}
     size = obj.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, str))
+                             or not str(size).isdigit()):
+        raise NotNotification(f"{name} record: s3.object.size {str(size)[:40]!r} is not a whole number")
     return ObjectEvent(
         action=action,
-        bucket=str(bucket),
-        key=unquote_plus(str(key)),
+        bucket=bucket,
+        key=_unquote_key(key),
         size=int(size) if size is not None and action == "created" else None,
-        etag=(obj.get("eTag") or obj.get("etag") or None),
-        content_type=obj.get("contentType") or meta.get("content-type") or meta.get("Content-Type"),
-        metadata={str(k).lower(): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+        etag=_text(obj.get("eTag") or obj.get("etag")),
+        content_type=_text(obj.get("contentType") or meta.get("content-type") or meta.get("Content-Type")),
+        metadata={str(k).lower(): str(v) for k, v in meta.items()},
         event_name=name,
-        sequencer=obj.get("sequencer"),
+        sequencer=_text(obj.get("sequencer")),
     )
+
+
+def _unquote_key(key: str) -> str:
+    """unquote_plus, except that bytes which are not UTF-8 (a file name on
+    Linux may be any bytes) come back as lone surrogates, as the os module
+    gives them, not as U+FFFD: the key still names the object, and ingest
+    refuses it by name (functions/limits.py)."""
+    return unquote_to_bytes(key.replace("+", " ")).decode("utf-8", "surrogateescape")
+
+
+def _object(value: Any, where: str) -> dict:
+    """A part of the record that must be a JSON object (absent: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NotNotification(f"'{where}' must be a JSON object")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    """An optional string field; anything else (a number, a list) is dropped, not trusted."""
+    return value if isinstance(value, str) and value else None
 
 
 def record_for(action: Literal["created", "removed"], bucket: str, key: str, *, size: int | None = None,
@@ -80,7 +106,7 @@ def record_for(action: Literal["created", "removed"], bucket: str, key: str, *, 
     """The S3 record shape, as the folder watcher and POST /upload emit it."""
     from urllib.parse import quote_plus
 
-    obj: dict[str, Any] = {"key": quote_plus(key, safe="")}
+    obj: dict[str, Any] = {"key": quote_plus(key.encode("utf-8", "surrogateescape"), safe="")}
     if action == "created":
         obj.update({k: v for k, v in (("size", size), ("eTag", etag), ("contentType", content_type)) if v is not None})
     return {

@@ -11,11 +11,13 @@ never on an adapter; `functions/context.py` picks the adapters from config.
 | Classifier    | adapters/embedded_classifier.py     | Ollama                       |
 | Extractor     | adapters/heuristic_extractor.py     | Ollama                       |
 | EventBus      | local/bus.py (SQLite queue)         | RabbitMQ (pika)              |
+|               |                                     | Redis Streams (redis-py)     |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -190,10 +192,20 @@ class DocumentRecord:
 
 @dataclass(frozen=True)
 class Webhook:
+    """A subscription to events: an HTTP endpoint (http/https URL, signed
+    Standard Webhooks deliveries) or e-mail recipients (a `mailto:` URL,
+    functions/mailer.py). One model, so both share the API, the filters and
+    the exactly-once delivery log."""
+
     id: str
     url: str
-    secret: str  # Standard Webhooks secret, "whsec_..."
+    secret: str  # Standard Webhooks secret, "whsec_..."; empty for e-mail
     event_types: tuple[str, ...] = ()  # short names ("document.indexed"); empty = all
+    categories: tuple[str, ...] = ()  # only documents of these categories; empty = all
+
+    @property
+    def kind(self) -> str:
+        return "email" if self.url.lower().startswith("mailto:") else "webhook"
 
 
 class MetadataStore(Protocol):
@@ -207,7 +219,10 @@ class MetadataStore(Protocol):
     def find_by_sha256(self, sha256: str) -> DocumentRecord | None: ...
     def update(self, document_id: str, **changes: Any) -> DocumentRecord: ...
     def delete(self, document_id: str) -> None: ...
-    def list(self, *, status: str | None = None, limit: int = 100, offset: int = 0) -> list[DocumentRecord]: ...
+    def list(self, *, status: str | None = None, category: str | None = None, since: str | datetime | None = None,
+             until: str | datetime | None = None, limit: int = 100, offset: int = 0) -> list[DocumentRecord]:
+        """Newest first; `since`/`until` (ISO 8601 or datetime) bound created_at, inclusive/exclusive."""
+        ...
     def stats(self) -> dict[str, dict[str, int]]: ...
     def record_event(self, event: CloudEvent, *, stage: str | None = None, duration_ms: float | None = None) -> None: ...
     def history(self, document_id: str) -> list[dict[str, Any]]: ...
@@ -215,9 +230,13 @@ class MetadataStore(Protocol):
     def add_webhook(self, hook: Webhook) -> None: ...  # same id again: replaced
     def webhooks(self) -> list[Webhook]: ...
     def remove_webhook(self, webhook_id: str) -> bool: ...
-    def record_delivery(self, webhook_id: str, event_id: str, *, ok: bool, status: int | None, error: str | None, attempt: int) -> None: ...
+    def record_delivery(self, webhook_id: str, event_id: str, *, ok: bool, status: int | None, error: str | None,
+                        attempt: int, permanent: bool = False) -> None: ...
     def delivered(self, webhook_id: str, event_id: str) -> bool: ...
-    def deliveries(self, event_id: str | None = None) -> list[dict[str, Any]]: ...
+    def settled(self, webhook_id: str, event_id: str) -> bool:
+        """Delivered, or failed for good (`permanent`): either way never tried again."""
+        ...
+    def deliveries(self, event_id: str | None = None, *, webhook_id: str | None = None) -> list[dict[str, Any]]: ...
     # batches
     def add_batch(self, batch_id: str, document_ids: Sequence[str]) -> None: ...
     def batch(self, batch_id: str) -> dict[str, Any] | None: ...

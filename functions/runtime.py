@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from doclane.events.bus import Trigger
 from doclane.events.envelope import InvalidEvent, validate
 from doclane.events.registry import REGISTRY
+from doclane.functions import observability
 
 log = logging.getLogger("doclane.runtime")
 
@@ -35,7 +36,6 @@ class Function:
     # webhook that never answers does not make a document fail.)
     fails_document: bool = True
     lease_seconds: float = 600.0
-    max_processes: int = 1
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -70,13 +70,20 @@ def triggers(settings) -> list[Trigger]:
 
 def invoke(fn: Function, event: CloudEvent, ctx) -> list[CloudEvent]:
     """Validate, handle, record. Raises InvalidEvent (never retry), Permanent
-    (never retry), Retryable or anything else (retry)."""
+    (never retry), Retryable or anything else (retry). Observed as one hop
+    (metrics, span, log ids), joining the binding's when it opened one."""
+    with observability.hop(fn.name, event) as hop:
+        return _invoke(fn, event, ctx, hop)
+
+
+def _invoke(fn: Function, event: CloudEvent, ctx, hop: observability.Hop) -> list[CloudEvent]:
     data = validate(event)
     if not fn.accepts(event["type"]):
         raise InvalidEvent(f"function {fn.name} does not take {event['type']}; it takes {', '.join(fn.types)}")
     started = time.perf_counter()
     outputs = fn.handle(event, data, ctx) or []
     elapsed_ms = (time.perf_counter() - started) * 1000
+    hop.emit(outputs)  # before recording: the history keeps the traceparent that was sent
     for out in outputs:
         validate(out)
         if out.get("subject"):

@@ -52,4 +52,6 @@ def search():
         return problem(400, "Bad paging", f"limit must be 1..{MAX_LIMIT} and offset >= 0")
     if len(q) > 1000:
         return problem(400, "Query too long", "q may have at most 1000 characters")
+    if mode == "semantic" and not q.strip():
+        return problem(400, "No query", "semantic search needs words in q (keyword and hybrid take an empty q)")
     return jsonify(run(ctx(), q, mode=mode, category=request.args.get("category"), limit=limit, offset=offset))

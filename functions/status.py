@@ -42,7 +42,10 @@ def list_documents():
         offset = max(int(request.args.get("offset", 0)), 0)
     except ValueError:
         return problem(400, "Bad paging", "limit and offset must be whole numbers")
-    recs = ctx().metadata.list(status=request.args.get("status") or None, limit=limit, offset=offset)
+    try:
+        recs = ctx().metadata.list(status=request.args.get("status") or None, limit=limit, offset=offset)
+    except ValueError as exc:  # the store's InvalidChange: an unknown status or a negative limit
+        return problem(400, "Bad query", str(exc))
     return jsonify({"documents": [asdict(r) for r in recs]})
 
 

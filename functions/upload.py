@@ -15,6 +15,7 @@ import uuid
 from flask import Blueprint, jsonify, request
 
 from doclane.events.envelope import new_event
+from doclane.functions import limits
 from doclane.functions.common import document_id, sha256
 from doclane.functions.http import ctx, problem
 from doclane.functions.ports import DocumentRecord
@@ -53,24 +54,35 @@ def store_upload(context, filename: str, data: bytes, content_type: str | None, 
 
 
 def _files():
+    """Each part is checked before anything is stored (functions/limits.py):
+    its name, its size, and its content; limits.Refused says why not."""
     files = request.files.getlist("file") or request.files.getlist("files")
-    limit = int(ctx().settings.max_file_mb * 1024 * 1024)
+    settings = ctx().settings
+    limit = int(settings.max_file_mb * 1024 * 1024)
     for f in files:
+        name = limits.check_filename(f.filename or "upload")
         data = f.read(limit + 1)
-        if len(data) > limit:
-            raise ValueError(f"{f.filename} is larger than the limit of {limit} bytes (DOCLANE_MAX_FILE_MB)")
-        yield f.filename or "upload", data, f.mimetype if f.mimetype != "application/octet-stream" else None
+        limits.check_file_size(len(data), settings, name)
+        content_type = f.mimetype if f.mimetype != "application/octet-stream" else None
+        limits.inspect(data, name, content_type, settings)
+        yield name, data, content_type
+
+
+def refused(exc: limits.Refused):
+    """The problem-details answer to a refused upload (the dashboard's too)."""
+    return problem(exc.status, exc.title, str(exc))
 
 
 @bp.post("/upload")
 def upload():
     context = ctx()
     try:
-        docs = [store_upload(context, name, data, ct, None) for name, data, ct in _files()]
-    except ValueError as exc:
-        return problem(413, "Too large", str(exc))
-    if not docs:
+        files = request_files()  # all checked before the first is stored: all or nothing
+    except limits.Refused as exc:
+        return refused(exc)
+    if not files:
         return problem(400, "No file", "send multipart/form-data with one or more 'file' parts")
+    docs = [store_upload(context, name, data, ct, None) for name, data, ct in files]
     return jsonify({"documents": docs}), 202
 
 
@@ -86,7 +98,8 @@ def new_batch(context, files: list[tuple[str, bytes, str | None]]) -> dict:
 
 
 def request_files() -> list[tuple[str, bytes, str | None]]:
-    """The multipart `file` parts; ValueError names a file over the size limit."""
+    """The multipart `file` parts; limits.Refused (a ValueError) names a file
+    that is refused and why."""
     return list(_files())
 
 
@@ -94,8 +107,8 @@ def request_files() -> list[tuple[str, bytes, str | None]]:
 def batch_upload():
     try:
         files = request_files()
-    except ValueError as exc:
-        return problem(413, "Too large", str(exc))
+    except limits.Refused as exc:
+        return refused(exc)
     if not files:
         return problem(400, "No file", "send multipart/form-data with one or more 'file' parts")
     return jsonify(new_batch(ctx(), files)), 202

@@ -1,7 +1,8 @@
 """`doclane bench`: speed figures, each beside the floor it could reach.
 
   a  end-to-end docs/s through `doclane up` vs one sequential loop (bench_pipeline.py)
-  b  events/s through one function's bus binding vs raw pika (bench_bus.py)
+  b  events/s through one function's bus binding (SQLite; RabbitMQ vs raw pika and Redis
+     Streams when DOCLANE_AMQP_URL / DOCLANE_REDIS_URL are set) (bench_bus.py)
   c  embedding chunks/s through the embedder vs raw sentence-transformers encode
   d  search latency p50/p95/p99 per mode at two index sizes (synthetic chunks)
   e  cold start of a scaled-to-zero pipeline vs a warm one (with a)
@@ -105,6 +106,11 @@ def bus(n: int, repeat: int, scratch: Path) -> dict:
         out["ratio_raw_over_binding"] = out["raw_pika"]["end_to_end_per_s"] / out["rabbitmq_binding"]["end_to_end_per_s"]
     else:
         out["rabbitmq"] = "skipped: DOCLANE_AMQP_URL is not set"
+    redis_url = os.environ.get("DOCLANE_REDIS_URL")
+    if redis_url:
+        out["redis_binding"] = _bus_figures([bench_bus.bench_redis(redis_url, n) for _ in range(repeat)])
+    else:
+        out["redis"] = "skipped: DOCLANE_REDIS_URL is not set"
     return out
 
 
@@ -210,7 +216,7 @@ def render(r: dict) -> str:
             elif isinstance(b, float):
                 lines.append(f"  raw pika / RabbitBus binding = {b:.2f}x")
             else:
-                lines.append(f"  rabbitmq: {b}")
+                lines.append(f"  {name}: {b}")
     if "embedding" in r:
         e = r["embedding"]
         lines += ["", "(c) embedding", f"  MiniLMEmbedder.embed (batch {e['batch_size']})  {e['embedder_per_s']:7.1f} chunks/s",
@@ -240,7 +246,8 @@ def plots(r: dict, folder: Path) -> list[Path]:
         bars.append(("end to end, docs/s", [("doclane up", p["up"]["docs_per_s"]), ("floor", p["floor"]["docs_per_s"])]))
     if "bus" in r:
         bars.append(("event bus, events/s", [(k.replace("_", "\n"), v["end_to_end_per_s"])
-                                             for k, v in r["bus"].items() if isinstance(v, dict)]))
+                                             for k, v in r["bus"].items()
+                                             if isinstance(v, dict) and "end_to_end_per_s" in v]))  # not the hops
     if "embedding" in r:
         e = r["embedding"]
         bars.append(("embedding, chunks/s", [("embedder", e["embedder_per_s"]), ("raw encode", e["raw_encode_per_s"])]))

@@ -102,6 +102,23 @@ def bench_raw_pika(url: str, n: int = 2000, *, prefetch: int = 1) -> dict:
     return _report(f"raw pika (prefetch {prefetch})", n, publish_s, consume_s)
 
 
+def bench_redis(url: str, n: int = 2000) -> dict:
+    """`bench` on the Redis Streams bus, on a broker (key prefix) of its own whose keys are deleted after."""
+    import redis
+
+    from doclane.functions.adapters.redis_bus import RedisBus
+
+    broker = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        return bench(lambda: RedisBus(url, broker), n, label="RedisBus binding")
+    finally:
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match="{" + broker + "}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 PING = Trigger("bench-ping", ("io.doclane.document.uploaded.v1",), max_attempts=3)
 PONG = Trigger("bench-pong", ("io.doclane.document.deleted.v1",), max_attempts=3)
 
@@ -175,6 +192,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    parser.add_argument("--redis-url", help="also the Redis Streams bus (e.g. redis://127.0.0.1:6379/0)")
     args = parser.parse_args(argv)
     from doclane.functions.adapters.rabbitmq_bus import RabbitBus
     from doclane.functions.adapters import rabbitmq_topology as topology
@@ -194,6 +212,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             conn.close()
     out.append(bench_raw_pika(args.amqp_url, args.n, prefetch=1))
     out.append(bench_raw_pika(args.amqp_url, args.n, prefetch=100))
+    if args.redis_url:
+        out.append(bench_redis(args.redis_url, args.n))
     return out
 
 

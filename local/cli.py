@@ -47,7 +47,9 @@ def up(ctx, inbox, port, host, webhooks, in_process, quiet):
     """Run the whole pipeline on this machine."""
     from doclane.local.up import Runtime, install_signal_handlers
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from doclane.functions.observability import logs
+
+    logs.configure(logging.WARNING)  # DOCLANE_LOG_FORMAT=json for a log pipeline
     settings = _settings(ctx, inbox=inbox, port=port, host=host)
     try:
         runtime = Runtime(settings, in_process=in_process, webhooks=webhooks)
@@ -216,23 +218,49 @@ def keys_revoke(ctx, key_id):
 
 @main.command()
 @click.argument("document_ids", nargs=-1)
-@click.option("--failed", "all_failed", is_flag=True, help="Every failed document")
-@click.option("--dry-run", is_flag=True)
+@click.option("--failed", "all_failed", is_flag=True, help="Every failed document (= --status failed)")
+@click.option("--status", help="Documents with this status (uploaded, classified, extracted, indexed, failed)")
+@click.option("--category", help="Documents of this category")
+@click.option("--since", help="Created at or after: ISO 8601 (2024-05-01, 2024-05-01T09:00Z) or ago (30m, 2h, 7d)")
+@click.option("--until", help="Created before: ISO 8601 or ago")
+@click.option("--dead-letters", "dead_letters", is_flag=False, flag_value="*", default=None, metavar="[FUNCTION]",
+              help="Replay the bus's dead letters (of one function, or all) and take them off the dead-letter queue")
+@click.option("--dry-run", is_flag=True, help="Only list what would be reprocessed")
 @click.pass_context
-def reprocess(ctx, document_ids, all_failed, dry_run):
-    """Run documents through the pipeline again (by id, or all failed)."""
+def reprocess(ctx, document_ids, all_failed, status, category, since, until, dead_letters, dry_run):
+    """Run documents through the pipeline again: by id, and/or by status,
+    category and creation time (filters combine with AND); or replay dead letters."""
     from doclane.functions.context import Context
-    from doclane.functions.reprocess import reprocess as run
-
-    if not document_ids and not all_failed:
-        raise click.UsageError("name document ids, or pass --failed")
-    c = Context(_settings(ctx))
+    from doclane.functions.reprocess import Selection, parse_time, run
     from doclane.functions.runtime import triggers
 
-    c.bus.declare(triggers(c.settings))
-    done = run(c, list(document_ids), all_failed=all_failed, dry_run=dry_run)
-    for doc_id, outcome in done:
+    if all_failed and status not in (None, "failed"):
+        raise click.UsageError("--failed is --status failed; pass one of them")
+    try:
+        selection = Selection(tuple(document_ids), status="failed" if all_failed else status, category=category,
+                              since=parse_time(since) if since else None, until=parse_time(until) if until else None,
+                              dead_letters=dead_letters)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if selection.empty:
+        raise click.UsageError("name document ids, or select with --failed/--status/--category/--since/--until, "
+                               "or pass --dead-letters")
+    c = Context(_settings(ctx))
+    try:
+        c.bus.declare(triggers(c.settings))
+        result = run(c, selection, dry_run=dry_run)
+    finally:
+        c.close()
+    for doc_id, outcome in result.documents:
         click.echo(f"{doc_id}: {outcome}")
+    for dl in result.dead_letters:
+        why = f" (dead after {dl['attempts']} attempts: {dl['reason']})" if dry_run else ""
+        click.echo(f"dead letter {dl['trigger']} {dl['event_id']} ({dl['type'] or '?'}, {dl['subject'] or '-'}): "
+                   f"{dl['outcome']}{why}")
+    if dry_run:
+        click.echo(f"{result.count} would be reprocessed (dry run: nothing was sent)")
+    else:
+        click.echo(f"{result.count} sent through the pipeline again")
 
 
 @main.command()
@@ -246,6 +274,46 @@ def doctor(ctx, timeout):
     for line in lines:
         click.echo(line.render())
     sys.exit(1 if checks.failed(lines) else 0)
+
+
+@main.command()
+@click.argument("function")
+@click.option("--port", type=int, help="Port of /healthz for the platform's probes; 0 for none [DOCLANE_PORT, 8080]")
+@click.option("--host", help="Address of /healthz [DOCLANE_HOST]")
+@click.pass_context
+def worker(ctx, function, port, host):
+    """Consume FUNCTION's queue until stopped: the container of a worker
+    Deployment (infra/helm). Never exits for being idle: KEDA or an HPA sets
+    the replica count. SIGTERM finishes the event in hand."""
+    from doclane.functions.runtime import STAGES
+    from doclane.local.worker import _log_format, run
+
+    if function not in STAGES:
+        raise ConfigError(f"no function {function!r}; functions: {', '.join(STAGES)}")
+    from doclane.functions.observability import logs
+
+    logs.configure(logging.INFO, text_format=_log_format(function))
+    settings = _settings(ctx)
+    run(function, host=host or settings.host, port=settings.port if port is None else port, settings=settings)
+
+
+@main.command()
+@click.pass_context
+def declare(ctx):
+    """Create the event bus's exchanges and queues (idempotent). Run it before
+    anything publishes, e.g. as an init container (infra/helm)."""
+    from doclane.functions.context import Context
+    from doclane.functions.runtime import triggers
+
+    settings = _settings(ctx)
+    context = Context(settings)
+    try:
+        context.bus.declare(triggers(settings))
+    finally:
+        context.close()
+    where = {"rabbitmq": f"RabbitMQ broker {settings.broker}", "redis": f"Redis Streams broker {settings.broker}",
+             "sqlite": "the SQLite bus"}[settings.bus_kind]
+    click.echo(f"declared {len(triggers(settings))} triggers on {where}")
 
 
 from doclane.local.bench import bench  # noqa: E402  (light: imports its work lazily)

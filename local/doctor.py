@@ -27,7 +27,7 @@ from doclane.functions.settings import Settings
 
 @dataclass(frozen=True)
 class Line:
-    status: str  # "ok" | "FAIL" | "embedded"
+    status: str  # "ok" | "FAIL" | "embedded" | "off" (configured away: another system does its job)
     system: str
     text: str
 
@@ -47,6 +47,8 @@ def failed(lines: list[Line]) -> bool:
 # --------------------------------------------------------------------------- the systems
 def rabbitmq(s: Settings, timeout: float) -> Line:
     if not s.amqp_url:
+        if s.bus_kind == "redis":
+            return Line("off", "rabbitmq", "not used: the bus is Redis Streams (DOCLANE_BUS=redis)")
         return Line("embedded", "rabbitmq", f"SQLite bus in {s.bus_path} (set DOCLANE_AMQP_URL for RabbitMQ)")
 
     def probe() -> str:
@@ -132,11 +134,29 @@ def redis(s: Settings, timeout: float) -> Line:
 
         conn = redis_client.Redis.from_url(s.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
-            return f"Redis {conn.info('server')['redis_version']}"
+            version = conn.info("server")["redis_version"]
         finally:
             conn.close()
+        if s.bus_kind != "redis":
+            return f"Redis {version}"
+        if int(version.split(".")[0]) < 7:  # XAUTOCLAIM's deleted ids, XINFO's lag
+            raise ConfigError(f"Redis {version} is too old for the Redis Streams bus: it needs 7.0 or later")
+        return f"Redis {version}; the event bus (Redis Streams, broker {s.broker})"
 
     return _probe("redis", s.redis_url, probe, "is Redis running? start it or unset DOCLANE_REDIS_URL", timeout)
+
+
+def smtp(s: Settings, timeout: float) -> Line:
+    if not s.smtp_url:
+        return Line("off", "smtp", "no e-mail subscriptions can be sent (set DOCLANE_SMTP_URL to send them)")
+
+    def probe() -> str:
+        from doclane.functions.mailer import Mailer, SmtpConfig
+
+        config = SmtpConfig.parse(s.smtp_url, sender=s.smtp_from, timeout=timeout, ca_file=s.smtp_ca_file)
+        return Mailer(config).check()
+
+    return _probe("smtp", s.smtp_url, probe, "is the mail server running? start it or fix DOCLANE_SMTP_URL", timeout)
 
 
 # --------------------------------------------------------------------------- embedded defaults
@@ -177,7 +197,7 @@ def docling(s: Settings, timeout: float) -> Line:
 
 
 CHECKS: list[Callable[[Settings, float], Line]] = [
-    rabbitmq, postgresql, s3, opensearch, ollama, redis, data_dir, embeddings, docling,
+    rabbitmq, postgresql, s3, opensearch, ollama, redis, smtp, data_dir, embeddings, docling,
 ]
 
 

@@ -13,6 +13,7 @@ from doclane.events.http import bp as schemas_bp
 from doclane.functions import admin, deadletter, minio_webhook, search, status, upload
 from doclane.functions import auth, dashboard, openapi
 from doclane.functions.http import handle_cloudevent, health_blueprint, problem
+from doclane.functions.observability import metrics
 from doclane.functions.runtime import STAGES, load
 
 log = logging.getLogger("doclane.gateway")
@@ -24,8 +25,11 @@ def create_app(context) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = int(context.settings.max_file_mb * 1024 * 1024 * 4)
     app.json.sort_keys = False
     for bp in (health_blueprint(), search.bp, status.bp, upload.bp, admin.bp, schemas_bp, minio_webhook.bp,
-               deadletter.bp, dashboard.bp, openapi.bp):
+               deadletter.bp, dashboard.bp, openapi.bp, metrics.bp):
         app.register_blueprint(bp)
+    # /metrics here also shows documents by status and, on a shared bus (RabbitMQ,
+    # Redis), each trigger's backlog (`doclane up` turns it on for its embedded bus).
+    app.config["doclane.metrics"] = {"documents": True, "backlog": context.settings.bus_kind != "sqlite"}
     # Every route but health, login and static files needs a key, a JWT or the session cookie.
     auth.install(app, context, secret=_session_secret(context.settings))
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from waitress.server import create_server
 
 from doclane.functions.context import Context
-from doclane.functions.errors import ConfigError
+from doclane.functions.errors import ConfigError, Retryable
+from doclane.functions.observability import metrics
 from doclane.functions.runtime import all_functions, triggers
 from doclane.functions.settings import Settings
-from doclane.functions.webhooks import new_webhook
+from doclane.functions.subscriptions import from_url as subscription
 from doclane.local.console import Progress
 from doclane.local.gateway import create_app
 from doclane.local.supervisor import Supervisor
@@ -39,6 +40,9 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.inbox.mkdir(parents=True, exist_ok=True)
         self._lock = _exclusive(settings.data_dir / "up.lock")
+        # Function processes (started later, they inherit the variable) write
+        # their metrics here; the gateway's /metrics adds them to its own.
+        self.metrics_dir = metrics.prepare_multiprocess(settings.data_dir / "metrics")
         _export(settings)  # function processes read the same settings
         self.context = Context(settings)
         self.bus = self.context.bus
@@ -62,6 +66,7 @@ class Runtime:
             context_factory=(lambda: self.context) if in_process else None,
         )
         self.app = create_app(self.context)
+        self.app.config["doclane.metrics"].update(backlog=True, multiprocess_dir=self.metrics_dir)
         # 16 threads: each open dashboard page holds one for its event stream (at most 30 s at a time).
         self.server = create_server(self.app, host=settings.host, port=settings.port, threads=16, ident="doclane")
         self.first_key = _first_admin_key(self.context)
@@ -78,7 +83,8 @@ class Runtime:
         secret = self.settings.webhook_secret or _persistent_secret(self.settings.data_dir / "webhook-secret")
         for url in urls:
             try:
-                self.context.metadata.add_webhook(new_webhook(url, (), secret))
+                # mailto: subscribes e-mail (DOCLANE_SMTP_URL), anything else is a webhook
+                self.context.metadata.add_webhook(subscription(url, secret, allow=self.settings.webhook_allow))
             except ValueError as exc:
                 raise ConfigError(f"--webhook {url}: {exc}") from None
         return secret
@@ -128,7 +134,11 @@ class Runtime:
             while not self.stop_event.is_set():
                 self.supervisor.tick()
                 if console:
-                    snap = progress.snapshot(self.context.metadata, self.bus, self.supervisor)
+                    try:
+                        snap = progress.snapshot(self.context.metadata, self.bus, self.supervisor)
+                    except Retryable:  # the metadata store or the bus is restarting: skip this refresh
+                        self.stop_event.wait(0.2)
+                        continue
                     if live is not None:
                         live.update(progress.render(snap))
                     else:
@@ -146,6 +156,7 @@ class Runtime:
         self.stop_event.set()
         self.supervisor.stop()
         self.server.close()
+        metrics.end_multiprocess(self.metrics_dir)
         if self.ws is not None:
             self.ws.shutdown()
         if self.watcher is not None:

@@ -77,16 +77,24 @@ class FolderWatcher:
         record = record_for(action, self.bucket, key, size=size if action == "created" else None,
                             etag=f"{mtime:x}-{size:x}" if action == "created" else None)
         event = new_event("bucket.notification", {"Records": [record]}, subject=None, source="folder-watcher",
-                          id=str(uuid.uuid5(_NAMESPACE, f"{action}|{key}|{size}|{mtime}")))
+                          id=str(uuid.uuid5(_NAMESPACE, f"{action}|{_text(key)}|{size}|{mtime}")))
         self.bus.publish(event)
         if action == "created":
-            self._db.execute("INSERT OR REPLACE INTO notified VALUES (?,?,?)", (key, size, mtime))
+            self._db.execute("INSERT OR REPLACE INTO notified VALUES (?,?,?)", (_text(key), size, mtime))
             self._notified[key] = (size, mtime)
         else:
-            self._db.execute("DELETE FROM notified WHERE key=?", (key,))
+            self._db.execute("DELETE FROM notified WHERE key=?", (_text(key),))
             self._notified.pop(key, None)
         self._pending.pop(key, None)
         log.info("%s %s (%d bytes)", action, key, size)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _text(key: str) -> str:
+    """A file name as text that can be hashed and stored: a name that is not
+    UTF-8 (the os module gives its bad bytes as lone surrogates) with those
+    bytes as \\xNN. The notification itself carries the real bytes, and ingest
+    fails the file with the reason (functions/limits.py)."""
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

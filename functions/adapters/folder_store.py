@@ -11,17 +11,17 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from doclane.functions.errors import NotFound, Permanent
+from doclane.functions.limits import key_problem
 from doclane.functions.ports import ObjectInfo
 
 
 def safe_key(key: str) -> str:
-    """Normalise a key and refuse anything that is not a plain relative path."""
-    if not key or "\x00" in key or any(ord(c) < 32 for c in key):
-        raise Permanent(f"object key {key!r} is empty or has control characters")
-    parts = PurePosixPath(key.replace("\\", "/")).parts
-    if key.startswith("/") or any(p in ("..", "") for p in parts):
-        raise Permanent(f"object key {key!r} must be a relative path without '..'")
-    return "/".join(p for p in parts if p != ".")
+    """Normalise a key and refuse anything that is not a plain relative path
+    (limits.key_problem: the same rule for every store)."""
+    problem = key_problem(key)
+    if problem:
+        raise Permanent(problem)
+    return "/".join(p for p in PurePosixPath(key).parts if p != ".")
 
 
 class FolderStore:
@@ -31,7 +31,12 @@ class FolderStore:
         self.bucket = bucket or self.root.name
 
     def _path(self, key: str) -> Path:
-        return self.root / safe_key(key)
+        path = self.root / safe_key(key)
+        # A symlink in the folder must not lead out of it (to /etc, another
+        # user's files): what it resolves to has to stay below the root.
+        if not path.resolve().is_relative_to(self.root):
+            raise Permanent(f"object key {key[:200]!r} leads outside the store (a symbolic link?)")
+        return path
 
     def get(self, key: str) -> bytes:
         try:

@@ -212,14 +212,28 @@ class SqlMetadata(ABC):
             tx.execute("DELETE FROM documents WHERE document_id = ?", (document_id,))
             tx.execute("DELETE FROM batch_documents WHERE document_id = ?", (document_id,))
 
-    def list(self, *, status: str | None = None, limit: int = 100, offset: int = 0) -> list[DocumentRecord]:
-        """Newest first."""
+    def list(self, *, status: str | None = None, category: str | None = None, since: str | datetime | None = None,
+             until: str | datetime | None = None, limit: int = 100, offset: int = 0) -> list[DocumentRecord]:
+        """Newest first, optionally only one status, one category, and those
+        created (registered) at or after `since` and before `until`."""
         if limit < 0 or offset < 0:
             raise InvalidChange(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
-        where, params = "", []
+        conditions, params = [], []
         if status is not None:
             _check_status(status)
-            where, params = " WHERE status = ?", [status]
+            conditions.append("status = ?")
+            params.append(status)
+        if category is not None:
+            conditions.append("category = ?")
+            params.append(category)
+        # created_at is utc_now()'s fixed-width format: string order is time order.
+        if since is not None:
+            conditions.append("created_at >= ?")
+            params.append(utc_iso(since))
+        if until is not None:
+            conditions.append("created_at < ?")
+            params.append(utc_iso(until))
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
         with self._transaction(write=False) as tx:
             rows = tx.all(f"{_DOC_SELECT}{where} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
                           [*params, limit, offset])
@@ -266,20 +280,23 @@ class SqlMetadata(ABC):
 
     # ------------------------------------------------------------------ webhooks
     def add_webhook(self, hook: Webhook) -> None:
-        """Add, or replace the url/secret/types of the hook with this id."""
+        """Add, or replace the url/secret/types/categories of the subscription with this id."""
         with self._transaction(write=True) as tx:
             tx.execute(
-                "INSERT INTO webhooks (id, url, secret, event_types, created_at) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO webhooks (id, url, secret, event_types, categories, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, "
-                "event_types = excluded.event_types",
-                (hook.id, hook.url, hook.secret, json.dumps(list(hook.event_types)), utc_now()),
+                "event_types = excluded.event_types, categories = excluded.categories",
+                (hook.id, hook.url, hook.secret, json.dumps(list(hook.event_types)),
+                 json.dumps(list(hook.categories)), utc_now()),
             )
 
     def webhooks(self) -> list[Webhook]:
+        """Every subscription, webhooks and e-mail alike (Webhook.kind tells them apart)."""
         with self._transaction(write=False) as tx:
-            rows = tx.all("SELECT id, url, secret, event_types FROM webhooks ORDER BY created_at, id")
-        return [Webhook(id=r["id"], url=r["url"], secret=r["secret"],
-                        event_types=tuple(json.loads(r["event_types"]))) for r in rows]
+            rows = tx.all("SELECT id, url, secret, event_types, categories FROM webhooks ORDER BY created_at, id")
+        return [Webhook(id=r["id"], url=r["url"], secret=r["secret"], event_types=tuple(json.loads(r["event_types"])),
+                        categories=tuple(json.loads(r["categories"]))) for r in rows]
 
     def remove_webhook(self, webhook_id: str) -> bool:
         """True if a hook was removed. Its past deliveries stay on record."""
@@ -287,13 +304,15 @@ class SqlMetadata(ABC):
             return tx.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount > 0
 
     def record_delivery(self, webhook_id: str, event_id: str, *, ok: bool, status: int | None,
-                        error: str | None, attempt: int) -> None:
-        """Every attempt is a row: the retry history is what explains a late delivery."""
+                        error: str | None, attempt: int, permanent: bool = False) -> None:
+        """Every attempt is a row: the retry history is what explains a late
+        delivery. `permanent` marks a failure that retrying cannot fix (the
+        receiver refused for good), so the event is not sent there again."""
         with self._transaction(write=True) as tx:
             tx.execute(
-                "INSERT INTO deliveries (webhook_id, event_id, ok, status, error, attempt, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (webhook_id, event_id, bool(ok), status, error, attempt, utc_now()),
+                "INSERT INTO deliveries (webhook_id, event_id, ok, status, error, attempt, at, permanent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (webhook_id, event_id, bool(ok), status, error, attempt, utc_now(), bool(permanent and not ok)),
             )
 
     def delivered(self, webhook_id: str, event_id: str) -> bool:
@@ -302,13 +321,21 @@ class SqlMetadata(ABC):
                          "LIMIT 1", (webhook_id, event_id, True))
         return row is not None
 
-    def deliveries(self, event_id: str | None = None) -> list[dict[str, Any]]:
-        """Attempts in the order they were made, of one event or of all."""
-        where, params = ("WHERE event_id = ? ", (event_id,)) if event_id is not None else ("", ())
+    def settled(self, webhook_id: str, event_id: str) -> bool:
+        """Delivered, or failed for good: either way the event is not sent there again."""
         with self._transaction(write=False) as tx:
-            rows = tx.all("SELECT webhook_id, event_id, ok, status, error, attempt, at FROM deliveries "
-                          f"{where}ORDER BY seq", params)
-        return [{**r, "ok": bool(r["ok"])} for r in rows]
+            row = tx.one("SELECT 1 AS hit FROM deliveries WHERE webhook_id = ? AND event_id = ? "
+                         "AND (ok = ? OR permanent = ?) LIMIT 1", (webhook_id, event_id, True, True))
+        return row is not None
+
+    def deliveries(self, event_id: str | None = None, *, webhook_id: str | None = None) -> list[dict[str, Any]]:
+        """Attempts in the order they were made: of one event, of one subscription, or of all."""
+        conditions = [(c, v) for c, v in (("event_id = ?", event_id), ("webhook_id = ?", webhook_id)) if v is not None]
+        where = ("WHERE " + " AND ".join(c for c, _ in conditions) + " ") if conditions else ""
+        with self._transaction(write=False) as tx:
+            rows = tx.all("SELECT webhook_id, event_id, ok, status, error, attempt, at, permanent FROM deliveries "
+                          f"{where}ORDER BY seq", tuple(v for _, v in conditions))
+        return [{**r, "ok": bool(r["ok"]), "permanent": bool(r["permanent"])} for r in rows]
 
     # ------------------------------------------------------------------ batches
     def add_batch(self, batch_id: str, document_ids: Sequence[str]) -> None:

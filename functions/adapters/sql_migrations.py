@@ -130,6 +130,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             last_used_at TEXT
         )""",
     )),
+    # Subscriptions (the webhooks table holds webhooks and e-mail
+    # subscriptions, told apart by the URL scheme) may filter by category;
+    # a delivery attempt may be final without success (an SMTP 5xx: the
+    # receiver refused for good), so it is never tried again; and each
+    # subscription's delivery log is read by subscription.
+    Migration(3, "subscription categories, final delivery failures", (
+        "ALTER TABLE webhooks ADD COLUMN categories TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE deliveries ADD COLUMN permanent BOOLEAN NOT NULL DEFAULT FALSE",
+        "CREATE INDEX deliveries_webhook ON deliveries (webhook_id, seq)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

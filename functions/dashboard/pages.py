@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from flask import current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 
+from doclane.functions import limits
 from doclane.functions import search as search_fn
 from doclane.functions import upload as upload_fn
 from doclane.functions.auth import Refused
@@ -68,8 +69,8 @@ def home():
 def upload():
     try:
         files = upload_fn.request_files()
-    except ValueError as exc:
-        return problem(413, "Too large", str(exc))
+    except limits.Refused as exc:  # too large, a lying name, an executable, a zip bomb
+        return upload_fn.refused(exc)
     if not files:
         if prefers_json():
             return problem(400, "No file", "choose or drop one or more files")

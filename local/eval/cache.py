@@ -1,6 +1,7 @@
 """Embeddings on disk, keyed by model and text.
 
-The key is the text itself (its SHA-256) plus the model's name and folder:
+The key is the text itself (its SHA-256) plus the model's name, folder and
+runtime (torch, onnx, onnx-int8: each has its own file):
 whatever the chunker does, a chunk whose text is unchanged is never embedded
 twice, and a changed chunker or model simply misses. One .npz per model;
 written after each batch of misses, so an interrupted run keeps its work."""
@@ -25,7 +26,10 @@ class CachedEmbedder:
         self.max_tokens = getattr(embedder, "max_tokens", 256)
         self.misses = 0
         self.hits = 0
+        self.backend = getattr(embedder, "backend", "torch")
         model_id = f"{embedder.name}|{Path(getattr(embedder, 'path', '')).name}|{self.max_tokens}"
+        if self.backend != "torch":  # ONNX vectors differ slightly (int8: cosine ~0.995): never mix them
+            model_id += f"|{self.backend}"
         tag = hashlib.sha256(model_id.encode()).hexdigest()[:12]
         self.path = Path(cache_dir) / f"embeddings-{tag}.npz" if cache_dir else None
         self._vectors: dict[bytes, np.ndarray] = {}

@@ -14,6 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 import httpx
 from standardwebhooks.webhooks import Webhook
@@ -33,13 +34,18 @@ def free_port() -> int:
 
 class Receiver:
     """A webhook endpoint on loopback. `fail_first` makes it answer 500 to the
-    first N deliveries, to exercise retries."""
+    first N deliveries, to exercise retries. `fault`, called per delivery,
+    may return (status, delay): wait `delay` seconds (a hang), then answer
+    `status` without taking the delivery; None answers normally."""
 
-    def __init__(self, secret: str = SECRET, fail_first: int = 0):
+    def __init__(self, secret: str = SECRET, fail_first: int = 0,
+                 fault: Callable[[], tuple[int, float] | None] | None = None):
         self.secret = secret
         self.received: list[dict] = []
         self.rejected: list[str] = []
+        self.faulted: list[dict] = []  # the deliveries `fault` answered: status, delay, webhook-id
         self.fail_first = fail_first
+        self.fault = fault
         self.calls = 0
         receiver = self
 
@@ -50,6 +56,18 @@ class Receiver:
                 if receiver.calls <= receiver.fail_first:
                     self.send_response(500)
                     self.end_headers()
+                    return
+                fault = receiver.fault() if receiver.fault else None
+                if fault is not None:
+                    status, delay = fault
+                    receiver.faulted.append({"status": status, "delay": delay,
+                                             "webhook-id": self.headers.get("webhook-id")})
+                    time.sleep(delay)
+                    try:
+                        self.send_response(status)
+                        self.end_headers()
+                    except OSError:  # the sender stopped waiting and closed the connection
+                        pass
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
@@ -85,8 +103,11 @@ class Doclane:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook = webhook
+        # A webhook receiver of these tests listens on loopback, which the SSRF guard
+        # refuses unless allowed (functions/urlguard.py).
+        allow = {"DOCLANE_WEBHOOK_ALLOW": "127.0.0.1"} if webhook else {}
         self.env = {**os.environ, "DOCLANE_WEBHOOK_SECRET": SECRET, "DOCLANE_IDLE_SECONDS": "20",
-                    "DOCLANE_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1", **(env or {})}
+                    "DOCLANE_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1", **allow, **(env or {})}
         self.headers = dict(AUTH)
         self.proc: subprocess.Popen | None = None
         self.inbox.mkdir(parents=True, exist_ok=True)

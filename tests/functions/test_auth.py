@@ -23,7 +23,9 @@ JWT_SECRET = "a-shared-secret-of-at-least-32-bytes!!"
 
 
 def make(settings, **changes):
-    context = Context(settings.model_copy(update={"api_key": ENV_KEY, "jwt_secret": JWT_SECRET, **changes}))
+    # webhook_allow: these tests register loopback webhooks, which the SSRF guard refuses otherwise
+    context = Context(settings.model_copy(update={"api_key": ENV_KEY, "jwt_secret": JWT_SECRET,
+                                                  "webhook_allow": "127.0.0.1", **changes}))
     return context, create_app(context).test_client()
 
 

@@ -2,6 +2,7 @@
 real ingest/classify functions and embedded adapters."""
 
 import threading
+import time
 
 import pytest
 
@@ -101,3 +102,35 @@ def test_a_missing_parsed_document_fails_the_document_at_once(context):
     assert dead.attempts == 1 and "missing from the artefact store" in dead.reason
     record = context.metadata.get("d1")
     assert record.status == "failed" and "d1/gone.parsed.json" in record.error
+
+
+class _Unreachable:
+    """The embedded bus behind a broker that is down for its first `receives`
+    calls (chaos: a RabbitMQ restart; tests/chaos has the real one)."""
+
+    def __init__(self, bus, receives: int):
+        self.bus, self.down_for = bus, receives
+
+    def receive(self, *args, **kwargs):
+        if self.down_for:
+            self.down_for -= 1
+            from doclane.functions.errors import Retryable
+
+            raise Retryable("RabbitMQ at 127.0.0.1:5672 is unreachable")
+        return self.bus.receive(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.bus, name)
+
+
+def test_consume_rides_out_a_bus_outage_then_serves_again(context):
+    context.bus.enqueue_raw("ingest", b"not an event")
+    flaky, stop, settled = _Unreachable(context.bus, receives=2), threading.Event(), []
+    worker = threading.Thread(target=lambda: settled.append(binding.consume(flaky, load("ingest"), context, stop=stop)))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not context.bus.dead_letters("ingest") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    worker.join(10)
+    assert flaky.down_for == 0 and settled == [1]  # no exception: it asked again, then settled the delivery

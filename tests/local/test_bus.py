@@ -1,8 +1,9 @@
 """The event bus contract, run against every bus adapter: the embedded SQLite
-bus and RabbitMQ (the server running here; each test on a broker name of its
-own, deleted after). Lease tests are SQLite-only: RabbitMQ redelivers what a
-closed connection held, which tests/functions/adapters/test_rabbitmq_bus.py
-checks."""
+bus, RabbitMQ and Redis Streams (the servers running here; each test on a
+broker name of its own, deleted after). Lease tests run on the buses that
+lease (SQLite, and Redis through XAUTOCLAIM and release_owner): RabbitMQ
+redelivers what a closed connection held, which
+tests/functions/adapters/test_rabbitmq_bus.py checks."""
 
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ import pytest
 from doclane.events.bus import Trigger
 from doclane.events.envelope import InvalidEvent, new_event
 from doclane.local.bus import SqliteBus
+from tests import redis_support
 from tests.amqp_support import AMQP_URL, delete_broker, require_rabbitmq, unique_broker
 
 UPLOADED = {"document_id": "d1", "bucket": "inbox", "key": "a.pdf", "filename": "a.pdf", "size": 3, "sha256": "0" * 64}
@@ -42,11 +44,29 @@ def rabbitmq_bus(tmp_path):
             lambda: delete_broker(broker, TRIGGERS))
 
 
-BUSES = [sqlite_bus, rabbitmq_bus]
+def redis_bus(tmp_path):
+    """A factory of RedisBus objects on one broker name (a key prefix of its own)."""
+    redis_support.require_redis()
+    from doclane.functions.adapters.redis_bus import RedisBus
+
+    broker = redis_support.unique_broker("contract")
+    return (lambda: RedisBus(redis_support.REDIS_URL, broker, triggers=TRIGGERS),
+            lambda: redis_support.delete_broker(broker))
+
+
+BUSES = [sqlite_bus, rabbitmq_bus, redis_bus]
+LEASING = [sqlite_bus, redis_bus]  # a delivery is a lease that runs out, or that release_owner hands back
 
 
 @pytest.fixture(params=BUSES, ids=lambda f: f.__name__)
 def make_bus(request, tmp_path):
+    factory, cleanup = request.param(tmp_path)
+    yield factory
+    cleanup()
+
+
+@pytest.fixture(params=LEASING, ids=lambda f: f.__name__)
+def make_leasing_bus(request, tmp_path):
     factory, cleanup = request.param(tmp_path)
     yield factory
     cleanup()
@@ -123,8 +143,8 @@ def test_poison_message_does_not_block_the_queue(bus):
     bus.ack(second)
 
 
-def test_released_owner_redelivers_at_once(tmp_path):
-    bus = SqliteBus(tmp_path / "bus.sqlite")
+def test_released_owner_redelivers_at_once(make_leasing_bus):
+    bus = make_leasing_bus()
     bus.declare(TRIGGERS)
     bus.publish(uploaded())
     (d,) = bus.receive("classify", wait_seconds=0, owner="w1")
@@ -134,8 +154,8 @@ def test_released_owner_redelivers_at_once(tmp_path):
     assert again.attempt == 2 and again.body == d.body
 
 
-def test_expired_lease_is_redelivered(tmp_path):
-    bus = SqliteBus(tmp_path / "b.sqlite")
+def test_expired_lease_is_redelivered(make_leasing_bus):
+    bus = make_leasing_bus()
     bus.declare([Trigger("classify", ("io.doclane.document.uploaded.v1",), lease_seconds=0.2)])
     bus.publish(uploaded())
     bus.receive("classify", wait_seconds=0)

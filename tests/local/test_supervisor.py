@@ -68,6 +68,7 @@ def test_a_killed_process_hands_its_delivery_back(bus, settings):
 
     class Dead:
         returncode = -9
+        pid = 4_194_304  # above Linux's pid_max: no such process
 
         def poll(self):
             return -9
@@ -75,5 +76,31 @@ def test_a_killed_process_hands_its_delivery_back(bus, settings):
     sup.workers["ingest"].append(Worker("ingest", "ghost", time.monotonic(), process=Dead()))
     sup.tick()  # reaps the dead one, releases its lease, starts a fresh process
     assert sup.crashes["ingest"] == 1
+    assert wait(lambda: bus.counts().get("ingest", {}).get("done") == 1)
+    sup.stop()
+
+
+def test_a_bus_that_cannot_answer_stops_nothing_and_starts_nothing(bus, settings):
+    from doclane.functions.errors import Retryable
+
+    class Restarting:  # the bus while its broker restarts: every question fails
+        down = True
+
+        def ready_now(self, trigger):
+            if self.down:
+                raise Retryable("RabbitMQ at 127.0.0.1:5672 is unreachable")
+            return bus.ready_now(trigger)
+
+        def __getattr__(self, name):
+            return getattr(bus, name)
+
+    flaky = Restarting()
+    sup = Supervisor(flaky, [load("ingest")], log_dir=settings.data_dir)
+    notify(bus, settings)
+    sup.tick()  # no exception: `doclane up` goes on
+    assert sup.running() == {"ingest": 0}
+    flaky.down = False
+    sup.tick()
+    assert sup.running() == {"ingest": 1}
     assert wait(lambda: bus.counts().get("ingest", {}).get("done") == 1)
     sup.stop()

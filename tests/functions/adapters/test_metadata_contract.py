@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -216,6 +216,18 @@ def test_list_is_newest_first_with_status_filter_and_paging(store):
     assert store.list()[-1].document_id == "old"
 
 
+def test_list_filters_by_category_and_creation_time(store):
+    store.register(doc("a", category="invoice", created_at="2024-05-01T10:00:00.000000Z"))
+    store.register(doc("b", category="invoice", status="failed", created_at="2024-05-02T10:00:00.000000Z"))
+    store.register(doc("c", category="receipt", created_at="2024-05-03T10:00:00.000000Z"))
+    ids = lambda **kw: [r.document_id for r in store.list(**kw)]  # noqa: E731
+    assert ids(category="invoice") == ["b", "a"]
+    assert ids(since="2024-05-02T10:00:00Z") == ["c", "b"]  # since is inclusive
+    assert ids(until="2024-05-02T10:00:00Z") == ["a"]  # until is exclusive
+    assert ids(since=datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))), category="invoice") == ["b", "a"]
+    assert ids(category="invoice", status="failed", since="2024-05-01", until="2024-05-03") == ["b"]
+
+
 def test_stats_count_by_status_and_category(store):
     store.register(doc("a"))
     store.register(doc("b"))
@@ -282,6 +294,23 @@ def test_every_delivery_attempt_is_recorded(store):
         ("h1", False, 503, 1), ("h2", False, None, 1), ("h1", True, 200, 2)]
     assert attempts[1]["error"] == "connection refused" and attempts[0]["at"].endswith("Z")
     assert len(store.deliveries()) == 4 and store.deliveries("none") == []
+
+
+def test_subscription_filters_and_final_failures(store):
+    store.add_webhook(Webhook("m1", "mailto:ap@example.com", "", ("document.failed",), ("invoice", "receipt")))
+    assert store.webhooks() == [Webhook("m1", "mailto:ap@example.com", "", ("document.failed",), ("invoice", "receipt"))]
+    assert store.webhooks()[0].kind == "email"
+    store.record_delivery("m1", "e1", ok=False, status=451, error="SMTP 451 busy", attempt=1)
+    assert not store.settled("m1", "e1")
+    store.record_delivery("m1", "e1", ok=False, status=550, error="SMTP 550 no such user", attempt=2, permanent=True)
+    store.record_delivery("m1", "e2", ok=True, status=250, error=None, attempt=1)
+    store.record_delivery("h9", "e1", ok=False, status=None, error="timeout", attempt=1)
+    assert store.settled("m1", "e1") and not store.delivered("m1", "e1")  # failed for good
+    assert store.settled("m1", "e2") and not store.settled("h9", "e1")
+    mine = store.deliveries(webhook_id="m1")
+    assert [(d["event_id"], d["ok"], d["permanent"]) for d in mine] == [
+        ("e1", False, False), ("e1", False, True), ("e2", True, False)]
+    assert [d["attempt"] for d in store.deliveries("e1", webhook_id="m1")] == [1, 2]
 
 
 # --------------------------------------------------------------------------- batches

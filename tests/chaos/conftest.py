@@ -1,0 +1,89 @@
+"""Fixtures of the chaos scenarios, and their report: one line per scenario
+(documents in, indexed, failed, duplicated, lost) in pytest's terminal
+summary, and the same numbers as properties in the JUnit XML."""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from tests.chaos.invariants import RESULTS, Tally
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not RESULTS:
+        return
+    terminalreporter.section("chaos: documents after each fault")
+    terminalreporter.write_line(Tally.HEADER)
+    for tally in RESULTS:
+        terminalreporter.write_line(tally.line())
+
+
+@pytest.fixture
+def report(record_property):
+    """Hand the scenario's tally to the JUnit XML as well (after `check`)."""
+
+    def record(tally: Tally) -> None:
+        for name in ("docs_in", "indexed", "failed", "duplicated", "lost", "seconds"):
+            record_property(f"chaos_{name}", getattr(tally, name))
+
+    return record
+
+
+@pytest.fixture
+def database():
+    """A fresh PostgreSQL database for one scenario, dropped after (the server
+    is shared). Unreachable: skip on a laptop, fail in CI."""
+    import psycopg
+
+    from tests.conftest import require
+
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        require(False, f"PostgreSQL at {PG_URL} is unreachable ({exc})")
+    name = f"doclane_chaos_{uuid.uuid4().hex[:8]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield SimpleNamespace(url=PG_URL.rsplit("/", 1)[0] + "/" + name, admin_url=PG_URL, name=name)
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=30) as admin:  # a new session: PG was restarted
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def broker():
+    """A RabbitMQ broker name of the scenario's own; its queues and exchanges
+    are deleted after."""
+    from doclane.events.bus import dead_letter_queue_name
+    from doclane.functions.runtime import triggers
+    from tests.amqp_support import delete_broker, require_rabbitmq
+
+    require_rabbitmq()
+    name = f"chaos-{uuid.uuid4().hex[:8]}"
+    yield name
+    settings = SimpleNamespace(max_attempts=5, retry_backoff=1.0, parse_timeout=60.0)  # doclane up's defaults
+    delete_broker(name, triggers(settings), extra_queues=[dead_letter_queue_name("minio", name)])
+
+
+@pytest.fixture
+def production(tmp_path, broker, database):
+    """`doclane up` as in production, on this machine's services: RabbitMQ
+    as the bus (a broker of its own), PostgreSQL for metadata (a database of
+    its own), signed webhooks to a receiver on loopback."""
+    from tests.amqp_support import AMQP_URL
+    from tests.chaos.invariants import CHAOS_ENV
+    from tests.e2e.harness import Doclane, Receiver
+
+    receiver = Receiver()
+    doclane = Doclane(tmp_path / "run", webhook=receiver.url, env={
+        **CHAOS_ENV, "DOCLANE_AMQP_URL": AMQP_URL, "DOCLANE_BROKER": broker,
+        "DOCLANE_DATABASE_URL": database.url})
+    try:
+        yield SimpleNamespace(doclane=doclane.start(), receiver=receiver, broker=broker, database=database)
+    finally:
+        doclane.stop()
+        receiver.close()
