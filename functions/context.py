@@ -118,7 +118,7 @@ class Context:
 
     @cached_property
     def bus(self):
-        kind = self.settings.bus_kind  # DOCLANE_BUS, or RabbitMQ when DOCLANE_AMQP_URL is set
+        kind = self.settings.bus_kind  # DOCLANE_BUS, or what the URLs imply (Settings.bus_kind)
         if kind == "rabbitmq":
             from doclane.functions.adapters.rabbitmq_bus import RabbitBus
             from doclane.functions.runtime import triggers
@@ -133,6 +133,11 @@ class Context:
 
             # Redis remembers published event ids itself, in the publishing script.
             return RedisBus.from_settings(self.settings, triggers=triggers(self.settings))
+        if kind == "http":
+            from doclane.functions.adapters.http_bus import HttpBus
+
+            # Publish only (Knative): the broker's Triggers push events to the functions.
+            return HttpBus.from_settings(self.settings)
         from doclane.local.bus import SqliteBus
 
         return SqliteBus(self.settings.bus_path)

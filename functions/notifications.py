@@ -84,7 +84,8 @@ def _unquote_key(key: str) -> str:
     Linux may be any bytes) come back as lone surrogates, as the os module
     gives them, not as U+FFFD: the key still names the object, and ingest
     refuses it by name (functions/limits.py)."""
-    return unquote_to_bytes(key.replace("+", " ")).decode("utf-8", "surrogateescape")
+    raw = key.replace("+", " ").encode("utf-8", "surrogatepass")  # a JSON "\ud800" is a str, not UTF-8
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
 
 
 def _object(value: Any, where: str) -> dict:

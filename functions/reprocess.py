@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from doclane.events.bus import DeadLetter
 from doclane.events.envelope import new_event
 from doclane.functions.adapters.sql_metadata import STATUSES
 from doclane.functions.ports import DocumentRecord
@@ -166,11 +167,16 @@ def _requeue(ctx, rec: DocumentRecord) -> str:
         id=str(uuid.uuid5(_REPROCESS_NAMESPACE, f"{rec.document_id}|{rec.sha256}|{gen}")))
     ctx.metadata.update(rec.document_id, status="uploaded", error=None)
     ctx.metadata.record_event(event, stage="reprocess")
-    return "queued" if ctx.bus.publish(event) else "already queued"
+    try:
+        return "queued" if ctx.bus.publish(event) else "already queued"
+    except Exception:
+        # Not sent (the bus or broker is away): the document keeps the status that
+        # selected it, so the same request, tried again, finds it again.
+        ctx.metadata.update(rec.document_id, status=rec.status, error=rec.error)
+        raise
 
 
-def _replay_dead_letters(ctx, trigger: str, dry_run: bool) -> list[dict[str, Any]]:
-    letters = ctx.bus.dead_letters(None if trigger == ALL_TRIGGERS else trigger)
+def _replay_dead_letters(ctx, letters: list[DeadLetter], dry_run: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     by_trigger: dict[str, list[dict[str, Any]]] = {}
     for dl in letters:
@@ -208,6 +214,10 @@ def _resume(ctx, letter: dict[str, Any]) -> None:
 def run(ctx, selection: Selection, *, dry_run: bool = False) -> Result:
     """Reprocess what `selection` names; with dry_run, only say what would be."""
     result = Result(dry_run=dry_run)
+    # Dead letters are read first: a bus that keeps none (DOCLANE_BUS=http, whose
+    # broker dead-letters to a sink) refuses before any document is sent again.
+    letters = None if selection.dead_letters is None else ctx.bus.dead_letters(
+        None if selection.dead_letters == ALL_TRIGGERS else selection.dead_letters)
     records, missing = select(ctx, selection)
     result.documents.extend((i, "no such document") for i in missing)
     for rec in records:
@@ -215,8 +225,8 @@ def run(ctx, selection: Selection, *, dry_run: bool = False) -> Result:
             result.documents.append((rec.document_id, f"would reprocess ({rec.status}: {rec.filename})"))
         else:
             result.documents.append((rec.document_id, _requeue(ctx, rec)))
-    if selection.dead_letters is not None:
-        result.dead_letters = _replay_dead_letters(ctx, selection.dead_letters, dry_run)
+    if letters is not None:
+        result.dead_letters = _replay_dead_letters(ctx, letters, dry_run)
     return result
 
 

@@ -311,6 +311,10 @@ def declare(ctx):
         context.bus.declare(triggers(settings))
     finally:
         context.close()
+    if settings.bus_kind == "http":
+        click.echo(f"nothing to declare: the broker at {settings.broker_ingress} routes by its Triggers "
+                   "(infra/knative/triggers.yaml)")
+        return
     where = {"rabbitmq": f"RabbitMQ broker {settings.broker}", "redis": f"Redis Streams broker {settings.broker}",
              "sqlite": "the SQLite bus"}[settings.bus_kind]
     click.echo(f"declared {len(triggers(settings))} triggers on {where}")

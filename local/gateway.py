@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from doclane.events.http import bp as schemas_bp
 from doclane.functions import admin, deadletter, minio_webhook, search, status, upload
 from doclane.functions import auth, dashboard, openapi
+from doclane.functions.adapters.http_bus import BrokerRefused, BrokerUnavailable, PublishOnly
 from doclane.functions.http import handle_cloudevent, health_blueprint, problem
 from doclane.functions.observability import metrics
 from doclane.functions.runtime import STAGES, load
@@ -28,8 +29,10 @@ def create_app(context) -> Flask:
                deadletter.bp, dashboard.bp, openapi.bp, metrics.bp):
         app.register_blueprint(bp)
     # /metrics here also shows documents by status and, on a shared bus (RabbitMQ,
-    # Redis), each trigger's backlog (`doclane up` turns it on for its embedded bus).
-    app.config["doclane.metrics"] = {"documents": True, "backlog": context.settings.bus_kind != "sqlite"}
+    # Redis), each trigger's backlog (`doclane up` turns it on for its embedded bus;
+    # the publish-only HTTP bus has none to show: Knative's broker holds the queues).
+    app.config["doclane.metrics"] = {"documents": True,
+                                     "backlog": context.settings.bus_kind in ("rabbitmq", "redis")}
     # Every route but health, login and static files needs a key, a JWT or the session cookie.
     auth.install(app, context, secret=_session_secret(context.settings))
 
@@ -47,6 +50,22 @@ def create_app(context) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return problem(exc.code or 500, exc.name, exc.description or exc.name)
+
+    # The broker ingress of DOCLANE_BUS=http (functions/adapters/http_bus.py): an event
+    # the API meant to publish was not taken, so the request did not do its work.
+    @app.errorhandler(BrokerUnavailable)
+    def broker_unavailable(exc: BrokerUnavailable):
+        resp = problem(503, "Broker unavailable", str(exc))
+        resp.headers["Retry-After"] = "5"
+        return resp
+
+    @app.errorhandler(BrokerRefused)
+    def broker_refused(exc: BrokerRefused):
+        return problem(502, "Broker refused the event", str(exc))
+
+    @app.errorhandler(PublishOnly)
+    def publish_only(exc: PublishOnly):
+        return problem(501, "Not supported by this bus", str(exc))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

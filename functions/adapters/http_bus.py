@@ -112,7 +112,9 @@ class HttpBus:
     def publish_many(self, events: Sequence[CloudEvent]) -> list[bool]:
         for event in events:
             validate(event)  # all or nothing as far as validity goes
-        return [self._post(event) or True for event in events]
+        for event in events:
+            self._post(event)
+        return [True] * len(events)
 
     def _post(self, event: CloudEvent) -> None:
         headers, body = to_binary(event)
@@ -127,7 +129,7 @@ class HttpBus:
                 time.sleep(self._delay(attempt))
             try:
                 resp = self._client.post(self.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:  # connection refused or reset, timeouts, a bad URL
+            except httpx.HTTPError as exc:  # connection refused or reset, timeouts, a broken answer
                 why = f"{type(exc).__name__}: {exc}"
             else:
                 if resp.is_success:

@@ -241,3 +241,27 @@ class FaultSchedule:
     @property
     def done(self) -> bool:
         return len(self.served) == len(self.plan)
+
+
+class HoldFirst:
+    """Holds the first webhook delivery in flight (the receiver neither
+    answers nor takes it) until `release` is set, then answers 503. A test
+    kills notify while `holding`: mid-send, before the receiver took the
+    event. (Killed after the receiver took it and before notify recorded
+    it, a repeat would be unavoidable: at-least-once, which is why Standard
+    Webhooks receivers de-duplicate by webhook-id.)"""
+
+    def __init__(self, timeout: float = 120):
+        self.holding, self.release = threading.Event(), threading.Event()
+        self.timeout = timeout
+        self._used = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[int, float] | None:
+        with self._lock:
+            if self._used:
+                return None
+            self._used = True
+        self.holding.set()
+        self.release.wait(self.timeout)
+        return 503, 0.0
