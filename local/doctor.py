@@ -49,6 +49,8 @@ def rabbitmq(s: Settings, timeout: float) -> Line:
     if not s.amqp_url:
         if s.bus_kind == "redis":
             return Line("off", "rabbitmq", "not used: the bus is Redis Streams (DOCLANE_BUS=redis)")
+        if s.bus_kind == "http":
+            return Line("off", "rabbitmq", f"not used: events are posted to the broker at {s.broker_ingress} (DOCLANE_BUS=http)")
         return Line("embedded", "rabbitmq", f"SQLite bus in {s.bus_path} (set DOCLANE_AMQP_URL for RabbitMQ)")
 
     def probe() -> str:

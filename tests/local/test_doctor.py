@@ -138,3 +138,11 @@ def test_redact(url, shown):
 ])
 def test_ollama_url(host, url):
     assert doctor.ollama_url(host) == url
+
+
+def test_the_http_bus_says_where_events_go(env):
+    env.setenv("DOCLANE_BROKER_URL", "http://broker-ingress.knative-eventing.svc/doclane/doclane")
+    code, lines = doctor_cli()
+    assert code == 0, lines
+    assert lines["rabbitmq"].startswith("off"), lines["rabbitmq"]
+    assert "broker-ingress.knative-eventing.svc" in lines["rabbitmq"] and "DOCLANE_BUS=http" in lines["rabbitmq"]
