@@ -57,4 +57,5 @@ def fail(event: CloudEvent, ctx, *, stage: str, reason: str, error_type: str, do
     return derive(event, "document.failed", {
         "document_id": document_id, "stage": stage, "reason": reason, "error_type": error_type,
         "filename": filename, "batch_id": batch_id,
-    }, source=stage, subject=document_id)
+    }, source=stage, subject=document_id, key=document_id)  # keyed: one notification (several
+    # S3 records) may fail several documents, and each needs an event id of its own

@@ -67,3 +67,18 @@ def test_a_separate_artefact_bucket_is_used_and_ignored(settings, moto, monkeypa
     assert [o["Key"] for o in moto.client().list_objects_v2(Bucket=parsed)["Contents"]] == ["doc2/def.parsed.json"]
     assert run(c, notify(parsed, "doc2/def.parsed.json", size=10, etag="e")) == []
     c.close()
+
+
+def test_each_refused_record_of_one_notification_gets_its_own_failed_event(settings):
+    """Two bad keys in one notification: two document.failed events with
+    distinct ids (a shared id would make the bus drop the second)."""
+    records = minio_record("inbox", "../etc/passwd")["Records"] + minio_record("inbox", "a/../../b.pdf")["Records"]
+    event = new_event("bucket.notification", {"Records": records}, subject=None, source="test")
+    c = Context(settings)
+    try:
+        out = run(c, event)
+    finally:
+        c.close()
+    assert [e["type"] for e in out] == ["io.doclane.document.failed.v1"] * 2
+    assert {e.data["error_type"] for e in out} == {"bad_key"}
+    assert len({e["id"] for e in out}) == 2 and len({e.data["document_id"] for e in out}) == 2
