@@ -107,7 +107,8 @@ def production(tmp_path, broker, database, moto):
     doclane = Doclane(tmp_path / "run", webhook=receiver.url, env={
         **CHAOS_ENV, **moto.env, "DOCLANE_S3_BUCKET": bucket, "DOCLANE_AMQP_URL": AMQP_URL,
         "DOCLANE_BROKER": broker, "DOCLANE_DATABASE_URL": database.url,
-        "DOCLANE_MINIO_AMQP_EXCHANGE": target.exchange, "DOCLANE_MINIO_AMQP_QUEUE": target.queue})
+        "DOCLANE_MINIO_AMQP_EXCHANGE": target.exchange, "DOCLANE_MINIO_AMQP_QUEUE": target.queue},
+        quiet=False)  # the console's progress reads both stores too: it must ride out their outages
     try:
         yield SimpleNamespace(doclane=doclane.start(), receiver=receiver, broker=broker, database=database, put=put)
     finally:

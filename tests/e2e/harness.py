@@ -96,8 +96,9 @@ class Receiver:
 
 
 class Doclane:
-    def __init__(self, root: Path, webhook: str | None = None, env: dict | None = None):
+    def __init__(self, root: Path, webhook: str | None = None, env: dict | None = None, quiet: bool = True):
         self.root = root
+        self.quiet = quiet  # False: the console progress lines too (into the log: not a terminal)
         self.inbox = root / "inbox"
         self.data = root / "data"
         self.port = free_port()
@@ -113,8 +114,8 @@ class Doclane:
         self.inbox.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> "Doclane":
-        args = [sys.executable, "-m", "doclane.local.cli", "--data-dir", str(self.data), "up", "--quiet",
-                "--inbox", str(self.inbox), "--port", str(self.port)]
+        args = [sys.executable, "-m", "doclane.local.cli", "--data-dir", str(self.data), "up",
+                *(["--quiet"] if self.quiet else []), "--inbox", str(self.inbox), "--port", str(self.port)]
         if self.webhook:
             args += ["--webhook", self.webhook]
         self.log = open(self.root / f"up-{int(time.time() * 1000)}.log", "w")
