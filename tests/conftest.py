@@ -25,6 +25,19 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _environment_is_restored():
+    """`doclane up`'s Runtime exports its settings to os.environ for the
+    function processes it starts; run in-process by a test, that would leak
+    DOCLANE_* values into every later test. Each test gets the environment
+    back as it found it."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES

@@ -182,6 +182,18 @@ class _Merged:
         yield from families.values()
 
 
+class _Declarations:
+    """Every doclane_* family this code defines, without samples: a labelled
+    counter nobody has touched yet (no dead letter so far, say) is then still
+    declared (HELP/TYPE), whichever processes wrote samples, so dashboards and
+    alerts can tell "zero so far" from "not exported"."""
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            if family.name.startswith("doclane_"):
+                yield Metric(family.name, family.documentation, family.type, family.unit)
+
+
 def collectors(context=None, *, documents: bool = False, backlog: bool = False,
                triggers: Iterable[str] = (), multiprocess_dir: str | None = None) -> _Merged:
     """Everything one /metrics answer shows."""
@@ -194,6 +206,7 @@ def collectors(context=None, *, documents: bool = False, backlog: bool = False,
         sources.append(DocumentsCollector(context))
     if context is not None and backlog:
         sources.append(BacklogCollector(context, triggers))
+    sources.append(_Declarations())  # last: families with samples keep theirs
     return _Merged(sources)
 
 

@@ -218,6 +218,31 @@ def test_function_processes_are_added_up_and_dead_ones_leave_no_live_gauge(tmp_p
         metrics.end_multiprocess(path)
 
 
+def test_every_family_is_declared_before_any_process_has_a_sample(tmp_path):
+    """A gateway started with PROMETHEUS_MULTIPROC_DIR already set keeps its
+    own samples in files too, so its /metrics shows only what was written: a
+    family nobody touched yet (no dead letter so far) must still be declared,
+    once, and a family with samples must keep them."""
+    import os
+
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    script = ("from prometheus_client import generate_latest\n"
+              "from doclane.functions.observability import metrics as m\n"
+              "assert m._records_to_files()\n"
+              "m.RETRIES.labels('index').inc()\n"
+              f"print(generate_latest(m.collectors(multiprocess_dir={str(directory)!r})).decode())\n")
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(directory)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for family in ("doclane_dead_lettered_total counter", "doclane_handlers_in_progress gauge",
+                   "doclane_retries_total counter", "doclane_handler_duration_seconds histogram"):
+        assert text.count(f"# TYPE {family}") == 1, family
+    assert value(text, "doclane_retries_total", function="index") == 1
+    assert "doclane_dead_lettered_total{" not in text  # declared, not invented
+
+
 class Answering:
     """A webhook receiver on loopback answering `status`."""
 

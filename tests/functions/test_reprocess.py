@@ -31,8 +31,6 @@ from tests.redis_support import REDIS_URL, require_redis
 from tests.redis_support import delete_broker as delete_redis_broker
 from tests.redis_support import unique_broker as unique_redis_broker
 
-NOW = datetime.now(timezone.utc)
-
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -50,7 +48,7 @@ def add(ctx, doc_id, status="indexed", category="invoice", created=None):
     ctx.metadata.register(DocumentRecord(
         document_id=doc_id, bucket="inbox", key=f"{doc_id}.pdf", filename=f"{doc_id}.pdf", content_type=None,
         size=1, sha256=hashlib.sha256(doc_id.encode()).hexdigest(), status=status,
-        category=category, created_at=iso(created or NOW)))
+        category=category, created_at=iso(created or datetime.now(timezone.utc))))
 
 
 def queued(ctx, trigger="classify") -> list[dict]:
@@ -88,10 +86,10 @@ def test_reprocess_failed_documents(settings):
 
 
 def test_selectors_combine_with_and_and_ids_add_to_them(ctx):
-    add(ctx, "old-invoice-1", created=NOW - timedelta(days=3))
-    add(ctx, "new-invoice-2", created=NOW - timedelta(minutes=30))
-    add(ctx, "new-failed-3", status="failed", created=NOW - timedelta(minutes=20))
-    add(ctx, "new-receipt-4", category="receipt", created=NOW - timedelta(minutes=10))
+    add(ctx, "old-invoice-1", created=datetime.now(timezone.utc) - timedelta(days=3))
+    add(ctx, "new-invoice-2", created=datetime.now(timezone.utc) - timedelta(minutes=30))
+    add(ctx, "new-failed-3", status="failed", created=datetime.now(timezone.utc) - timedelta(minutes=20))
+    add(ctx, "new-receipt-4", category="receipt", created=datetime.now(timezone.utc) - timedelta(minutes=10))
 
     def chosen(**kw):
         return sorted(d for d, _ in run(ctx, Selection(**kw), dry_run=True).documents)
@@ -115,7 +113,7 @@ def test_selectors_combine_with_and_and_ids_add_to_them(ctx):
 def test_a_status_filter_is_read_fully_before_anything_changes(ctx, monkeypatch):
     monkeypatch.setattr("doclane.functions.reprocess._PAGE", 2)  # several pages over a shrinking set
     for i in range(5):
-        add(ctx, f"failed-{i}", status="failed", created=NOW - timedelta(minutes=i))
+        add(ctx, f"failed-{i}", status="failed", created=datetime.now(timezone.utc) - timedelta(minutes=i))
     result = run(ctx, Selection(status="failed"))
     assert result.count == 5 and {e["subject"] for e in queued(ctx)} == {f"failed-{i}" for i in range(5)}
 
@@ -246,8 +244,8 @@ def test_dead_letters_are_replayed_and_leave_the_dead_letter_queue(any_bus):
 def test_cli_selectors_and_dry_run(settings, monkeypatch):
     monkeypatch.setenv("DOCLANE_INBOX", str(settings.inbox))
     c = Context(settings)
-    add(c, "inv-1", created=NOW - timedelta(hours=1))
-    add(c, "inv-2", status="failed", created=NOW - timedelta(days=2))
+    add(c, "inv-1", created=datetime.now(timezone.utc) - timedelta(hours=1))
+    add(c, "inv-2", status="failed", created=datetime.now(timezone.utc) - timedelta(days=2))
     c.close()
     runner = CliRunner()
     base = ["--data-dir", str(settings.data_dir), "reprocess"]

@@ -131,7 +131,7 @@ def test_doclane_up_refuses_an_internal_webhook_unless_allowed(settings):
     from doclane.local.up import Runtime
 
     with pytest.raises(ConfigError, match="loopback address.*DOCLANE_WEBHOOK_ALLOW"):
-        Runtime(settings.model_copy(update={"port": 0}), webhooks=("http://127.0.0.1:9/hook",))
+        Runtime(settings, webhooks=("http://127.0.0.1:9/hook",))
 
 
 def event():
