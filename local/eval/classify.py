@@ -3,28 +3,34 @@
 The folder holds labels.tsv (a header; a filename column, a label column
 named label/category/genre, an optional fold column) and the files, in
 texts/ or beside labels.tsv. Two settings, both through `EmbeddedClassifier`
-itself:
+itself, with its default settings (nothing here is tuned, on any fold):
 
   zero-shot  categories made from the label names (or descriptions.tsv:
              label <TAB> description), nothing learnt
   few-shot   the same categories, plus every training document given to
-             `learn()` as a user correction would be. With other folds than
-             the training one, train there and score the others; with only
-             the training fold, 5-fold stratified cross-validation on it.
+             `learn()` as a user correction would be.
+
+Few-shot is k-fold stratified cross-validation on the training fold (the
+headline figures). When labels.tsv has other folds too, they are held out:
+the classifier learns the whole training fold once and is scored on them,
+and zero-shot is scored on them as well.
 
 Files are shown to the classifier as "document<suffix>": the classifier
 reads category names in file names, and datasets often name files after
 their label, which would leak the answer.
 
-Two references run on the same folds, to say how far the design is from
-what the data allows: TF-IDF + linear SVM, and the same with the document
-embedding appended (scikit-learn)."""
+References on the same folds say how far the design is from simple
+baselines: TF-IDF + linear SVM, and the same with the document embedding
+appended (scikit-learn). `ablation=True` reruns the cross-validation with
+each feature block of the few-shot model switched off, and without the
+model (similarity to the examples only)."""
 
 from __future__ import annotations
 
 import csv
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +42,7 @@ from doclane.local.eval.cache import CachedEmbedder
 
 FOLDS = 5
 TEXT_SUFFIXES = {".txt", ".md", ".text", ""}
+ABLATIONS = ("word", "char", "embedding", "form")
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,13 @@ def load(folder: Path) -> Labelled:
     return Labelled(names, texts, labels, folds, _descriptions(folder / "descriptions.tsv"))
 
 
-def evaluate(folder: Path, *, train_split: str = "train", cache_dir: Path | None = None, embedder=None,
+def evaluate(folder: Path, *, train_split: str = "train", folds: int = FOLDS, seed: int = 0,
+             cache_dir: Path | None = None, embedder=None, ablation: bool = False,
              progress: Callable[[str], None] = print) -> dict:
     from doclane.functions import categories as categories_mod
     from doclane.functions.adapters import minilm
-    from doclane.functions.adapters.embedded_classifier import PIECE_CHARS, EmbeddedClassifier, _head
+    from doclane.functions.adapters.embedded_classifier import (EmbeddedClassifier, LinearConfig, document_pieces,
+                                                                document_text)
     from doclane.functions.ports import ParsedDocument
 
     data = load(folder)
@@ -94,50 +103,92 @@ def evaluate(folder: Path, *, train_split: str = "train", cache_dir: Path | None
     categories = categories_mod.parse({"threshold": 0.0, "categories": {
         label: {"description": data.descriptions.get(label, label.replace("-", " ").replace("_", " "))}
         for label in labels}}, origin="labels")
-    # Embed every piece the classifier will ask for in one batched call.
-    heads = [_head(d) for d in docs] + [t[:2 * PIECE_CHARS] for t in data.texts]
-    embedder.embed([p for h in heads for p in (h[:PIECE_CHARS], h[PIECE_CHARS:]) if p.strip()])
+    # Embed every piece the classifier will ask for in one batched call (the
+    # examples it learns are the same texts: `learn` reads them as classify does).
+    pieces = [document_pieces(document_text(d)) for d in docs]
+    started = time.monotonic()
+    embedder.embed([p for ps in pieces for p in ps])
+    progress(f"{len(docs)} documents, {len(labels)} labels; {sum(map(len, pieces))} pieces "
+             f"({embedder.misses} embedded now, {time.monotonic() - started:.0f} s)")
 
-    train, test, protocol = _splits(data, train_split)
-    progress(f"{len(docs)} documents, {len(labels)} labels; few-shot: {protocol}")
-    zero = EmbeddedClassifier(embedder, categories)
-    everyone = sorted({i for ts in test for i in ts} if test else range(len(docs)))
-    zero_pred = [zero.classify(docs[i], shown[i]).category for i in everyone]
-    truth, few_pred, svm_pred, joint_pred = [], [], [], []
-    for train_idx, test_idx in zip(train, test):
-        clf = EmbeddedClassifier(embedder, categories)
+    train, held_out = _split(data, train_split)
+    cv_train, cv_test, protocol = _kfold(data, train, folds, seed, train_split)
+    progress(f"few-shot: {protocol}" + (f"; then trained on all of it and scored on {len(held_out)} held-out documents"
+                                        if held_out else ""))
+
+    def few_shot(train_idx: list[int], test_idx: list[int], linear) -> list[str]:
+        clf = EmbeddedClassifier(embedder, categories, linear=linear)
         for i in train_idx:
             clf.learn(data.texts[i], data.labels[i])
-        truth += [data.labels[i] for i in test_idx]
-        few_pred += [clf.classify(docs[i], shown[i]).category for i in test_idx]
-        svm_pred += _linear(data, train_idx, test_idx, None)
-        joint_pred += _linear(data, train_idx, test_idx, embedder)
-    ordered_truth = [data.labels[i] for i in everyone]
-    few = {**metrics.classification(truth, few_pred, labels), "protocol": protocol}
-    return {
-        "dataset": str(folder), "accuracy": few["accuracy"], "macro_f1": few["macro_f1"],
-        "zero_shot": metrics.classification(ordered_truth, zero_pred, labels), "few_shot": few,
-        "references": {
-            "tfidf_svm": _summary(metrics.classification(truth, svm_pred, labels)),
-            "tfidf_embedding_svm": _summary(metrics.classification(truth, joint_pred, labels)),
-        },
+        return [clf.classify(docs[i], shown[i]).category for i in test_idx]
+
+    def cross_validate(linear) -> dict:
+        started = time.monotonic()
+        truth, predicted = [], []
+        for train_idx, test_idx in zip(cv_train, cv_test):
+            truth += [data.labels[i] for i in test_idx]
+            predicted += few_shot(train_idx, test_idx, linear)
+        return {**metrics.classification(truth, predicted, labels), "seconds": round(time.monotonic() - started, 1)}
+
+    zero = EmbeddedClassifier(embedder, categories)
+    scored = sorted({i for ts in cv_test for i in ts})
+    zero_shot = metrics.classification([data.labels[i] for i in scored],
+                                       [zero.classify(docs[i], shown[i]).category for i in scored], labels)
+    config = LinearConfig()
+    few = {**cross_validate(config), "protocol": protocol}
+    progress(f"few-shot: accuracy {few['accuracy']:.3f}, macro-F1 {few['macro_f1']:.3f} ({few['seconds']} s)")
+    truth = [data.labels[i] for ts in cv_test for i in ts]
+    vectors = _doc_vectors(embedder, pieces)
+    references = {
+        "tfidf_svm": _summary(metrics.classification(
+            truth, [p for tr, te in zip(cv_train, cv_test) for p in _linear(data, tr, te, None)], labels)),
+        "tfidf_embedding_svm": _summary(metrics.classification(
+            truth, [p for tr, te in zip(cv_train, cv_test) for p in _linear(data, tr, te, vectors)], labels)),
     }
+    report = {"dataset": str(folder), "accuracy": few["accuracy"], "macro_f1": few["macro_f1"],
+              "zero_shot": zero_shot, "few_shot": few, "references": references,
+              "settings": {"folds": len(cv_test), "seed": seed, "model": asdict(config)}}
+    if held_out:
+        truth = [data.labels[i] for i in held_out]
+        report["held_out"] = {
+            "documents": len(held_out),
+            "zero_shot": metrics.classification(truth, [zero.classify(docs[i], shown[i]).category for i in held_out],
+                                                labels),
+            "few_shot": metrics.classification(truth, few_shot(train, held_out, config), labels),
+        }
+    if ablation:
+        variants = {f"without {block}": replace(config, **{block: 0.0}) for block in ABLATIONS}
+        variants["similarity only, no model"] = None  # kNN over the examples + zero-shot: the design before the model
+        report["ablation"] = {}
+        for name, linear in variants.items():
+            report["ablation"][name] = _summary(cross_validate(linear))
+            progress(f"ablation {name}: accuracy {report['ablation'][name]['accuracy']:.3f}, "
+                     f"macro-F1 {report['ablation'][name]['macro_f1']:.3f}")
+    return report
 
 
-def _splits(data: Labelled, train_split: str) -> tuple[list[list[int]], list[list[int]], str]:
+def _split(data: Labelled, train_split: str) -> tuple[list[int], list[int]]:
     in_train = [i for i, f in enumerate(data.folds) if f is None or f == train_split]
     held_out = [i for i, f in enumerate(data.folds) if f is not None and f != train_split]
     if not in_train:
         raise ConfigError(f"no document is in fold {train_split!r}; folds here: {sorted(set(map(str, data.folds)))}")
-    if held_out:
-        return [in_train], [held_out], f"trained on fold {train_split!r} ({len(in_train)}), scored on the rest"
+    return in_train, held_out
+
+
+def _kfold(data: Labelled, in_train: list[int], folds: int, seed: int,
+           train_split: str) -> tuple[list[list[int]], list[list[int]], str]:
+    """Stratified k-fold over the training fold: each document is scored
+    once, by a classifier that learnt the other folds. Another seed shuffles
+    the documents into other folds (how much the figures owe to one split)."""
     from sklearn.model_selection import StratifiedKFold
 
     y = [data.labels[i] for i in in_train]
     if min(y.count(label) for label in set(y)) < 2:
-        raise ConfigError("cross-validation needs at least two documents of every label")
-    n = min(FOLDS, len(y) // 2)
-    kfold = StratifiedKFold(n_splits=n, shuffle=True, random_state=0)
+        raise ConfigError("cross-validation needs at least two documents of every label in the training fold")
+    if folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, not {folds}")
+    n = min(folds, len(y) // 2)
+    kfold = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
     train, test = [], []
     with warnings.catch_warnings():  # a label rarer than the folds lands in some of them only: fine
         warnings.simplefilter("ignore", UserWarning)
@@ -145,12 +196,13 @@ def _splits(data: Labelled, train_split: str) -> tuple[list[list[int]], list[lis
     for tr, te in split:
         train.append([in_train[i] for i in tr])
         test.append([in_train[i] for i in te])
-    return train, test, f"{n}-fold stratified cross-validation on fold {train_split!r} ({len(in_train)} documents)"
+    return train, test, (f"{n}-fold stratified cross-validation on fold {train_split!r} ({len(in_train)} documents, "
+                         f"seed {seed})")
 
 
-def _linear(data: Labelled, train_idx: list[int], test_idx: list[int], embedder) -> list[str]:
-    """TF-IDF word 1-2-grams + linear SVM; with an embedder, the document's
-    embedding (mean of its first two pieces) appended as dense features."""
+def _linear(data: Labelled, train_idx: list[int], test_idx: list[int], vectors: np.ndarray | None) -> list[str]:
+    """Reference: TF-IDF word 1-2-grams + linear SVM; with vectors, the
+    document embedding (the classifier's own) appended as dense features."""
     from scipy.sparse import csr_matrix, hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.svm import LinearSVC
@@ -158,21 +210,18 @@ def _linear(data: Labelled, train_idx: list[int], test_idx: list[int], embedder)
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=200_000)
     x_train = vec.fit_transform([data.texts[i] for i in train_idx])
     x_test = vec.transform([data.texts[i] for i in test_idx])
-    if embedder is not None:
-        x_train = hstack([x_train, csr_matrix(_doc_vectors(data, train_idx, embedder))]).tocsr()
-        x_test = hstack([x_test, csr_matrix(_doc_vectors(data, test_idx, embedder))]).tocsr()
+    if vectors is not None:
+        x_train = hstack([x_train, csr_matrix(vectors[train_idx])]).tocsr()
+        x_test = hstack([x_test, csr_matrix(vectors[test_idx])]).tocsr()
     model = LinearSVC(C=1.0, class_weight="balanced").fit(x_train, [data.labels[i] for i in train_idx])
     return [str(p) for p in model.predict(x_test)]
 
 
-def _doc_vectors(data: Labelled, idx: list[int], embedder) -> np.ndarray:
-    from doclane.functions.adapters.embedded_classifier import PIECE_CHARS
-
+def _doc_vectors(embedder, pieces: list[list[str]]) -> np.ndarray:
+    """The classifier's document vector: the unit mean of its pieces' embeddings."""
     out = []
-    for i in idx:
-        head = data.texts[i][:2 * PIECE_CHARS]
-        pieces = [p for p in (head[:PIECE_CHARS], head[PIECE_CHARS:]) if p.strip()] or [" "]
-        v = embedder.embed(pieces).mean(axis=0)
+    for ps in pieces:
+        v = embedder.embed(ps or [" "]).mean(axis=0)
         out.append(v / (np.linalg.norm(v) or 1.0))
     return np.asarray(out)
 
@@ -182,18 +231,28 @@ def _summary(figures: dict) -> dict:
 
 
 def render(report: dict) -> str:
-    lines = [f"{report['dataset']}: few-shot by {report['few_shot']['protocol']}",
-             f"{'setting':<26}{'accuracy':>9}{'macro-F1':>10}{'docs':>6}"]
-    rows = [("zero-shot (names)", report["zero_shot"]), ("few-shot (learn)", report["few_shot"]),
-            *((f"ref: {k}", v) for k, v in report["references"].items())]
-    for name, m in rows:
-        lines.append(f"{name:<26}{m['accuracy']:>9.3f}{m['macro_f1']:>10.3f}{m['documents']:>6}")
     few = report["few_shot"]
-    width = max(len(label) for label in few["labels"])
-    lines.append("few-shot confusion (rows: truth, columns: predicted, in this order)")
-    for label, row in zip(few["labels"], few["confusion"]):
-        lines.append(f"  {label:<{width}} " + " ".join(f"{n:>3}" for n in row))
+    lines = [f"{report['dataset']}: few-shot by {few['protocol']}",
+             f"{'setting':<52}{'accuracy':>9}{'macro-F1':>10}{'docs':>6}"]
+    rows = [("zero-shot (label names)", report["zero_shot"]), ("few-shot (learn), cross-validated", few),
+            *((f"reference: {k}", v) for k, v in report["references"].items()),
+            *((f"ablation: {k}", v) for k, v in report.get("ablation", {}).items())]
+    if "held_out" in report:
+        rows += [(f"held-out {k}", report["held_out"][k]) for k in ("zero_shot", "few_shot")]
+    for name, m in rows:
+        lines.append(f"{name:<52}{m['accuracy']:>9.3f}{m['macro_f1']:>10.3f}{m['documents']:>6}")
+    lines += _confusion("few-shot, cross-validated", few)
+    if "held_out" in report:
+        lines += _confusion("few-shot, held out", report["held_out"]["few_shot"])
     return "\n".join(lines)
+
+
+def _confusion(title: str, m: dict) -> list[str]:
+    width = max(len(label) for label in m["labels"])
+    lines = [f"{title}: confusion (rows: truth, columns: predicted, in this order)"]
+    for label, row in zip(m["labels"], m["confusion"]):
+        lines.append(f"  {label:<{width}} " + " ".join(f"{n:>3}" for n in row))
+    return lines
 
 
 def _column(header: list[str], wanted: tuple[str, ...], table: Path, not_: int | None = None) -> int:

@@ -61,15 +61,18 @@ def search_cmd(ctx, dataset, split, modes, limit_queries, fusion, semantic_weigh
 @eval_group.command("classify")
 @DATASET
 @click.option("--train-split", default="train", show_default=True, help="The fold whose documents are examples")
+@click.option("--folds", default=5, show_default=True, help="k of the stratified k-fold cross-validation")
+@click.option("--seed", default=0, show_default=True, help="Shuffles the documents into the folds")
+@click.option("--ablation", is_flag=True, help="Also cross-validate with each feature block of the model off")
 @CACHE
 @AS_JSON
 @click.pass_context
-def classify_cmd(ctx, dataset, train_split, cache_dir, as_json):
+def classify_cmd(ctx, dataset, train_split, folds, seed, ablation, cache_dir, as_json):
     """Accuracy, macro-F1 and confusion matrix, zero-shot and few-shot."""
     from doclane.local.eval import classify
 
-    report = classify.evaluate(dataset, train_split=train_split, cache_dir=_cache_dir(ctx, cache_dir),
-                               progress=_progress(as_json))
+    report = classify.evaluate(dataset, train_split=train_split, folds=folds, seed=seed, ablation=ablation,
+                               cache_dir=_cache_dir(ctx, cache_dir), progress=_progress(as_json))
     _emit(report, classify.render, as_json)
 
 

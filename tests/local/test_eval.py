@@ -102,11 +102,24 @@ def test_classify_cross_validates_on_the_train_fold(tmp_path):
     assert set(report["references"]) == {"tfidf_svm", "tfidf_embedding_svm"}
 
 
-def test_classify_scores_the_held_out_fold_when_there_is_one(tmp_path):
+def test_classify_cross_validates_the_train_fold_and_scores_the_held_out_one(tmp_path):
     dataset = _labelled(tmp_path / "set", folds={3: "test"})
     report = _cli("eval", "classify", "--dataset", str(dataset), "--cache-dir", str(tmp_path / "cache"), "--json")
-    assert report["few_shot"]["documents"] == 2 and report["zero_shot"]["documents"] == 2
-    assert "scored on the rest" in report["few_shot"]["protocol"]
+    assert "cross-validation on fold 'train' (6 documents" in report["few_shot"]["protocol"]
+    assert report["few_shot"]["documents"] == report["zero_shot"]["documents"] == 6  # the held-out two are not in it
+    held = report["held_out"]
+    assert held["documents"] == held["few_shot"]["documents"] == held["zero_shot"]["documents"] == 2
+    assert held["few_shot"]["accuracy"] == 1.0  # one cooking text, one astronomy text, after learning three of each
+
+
+def test_classify_ablation_folds_and_seed(tmp_path):
+    report = _cli("eval", "classify", "--dataset", str(_labelled(tmp_path / "set")), "--cache-dir",
+                  str(tmp_path / "cache"), "--json", "--ablation", "--folds", "2", "--seed", "3")
+    assert report["settings"]["folds"] == 2 and report["settings"]["seed"] == 3
+    assert "2-fold" in report["few_shot"]["protocol"] and "seed 3" in report["few_shot"]["protocol"]
+    assert set(report["ablation"]) == {"without word", "without char", "without embedding", "without form",
+                                       "similarity only, no model"}
+    assert all(a["documents"] == 8 for a in report["ablation"].values())
 
 
 def test_extract_gets_a_real_invoice_right(tmp_path, fixtures):
