@@ -66,7 +66,9 @@ class Context:
             return OpenSearchIndex.from_settings(self.settings, dimension=self.embedder.dimension)
         from doclane.functions.adapters.embedded_index import EmbeddedIndex
 
-        return EmbeddedIndex(self.settings.index_path, fusion=self.settings.search_fusion)
+        return EmbeddedIndex(self.settings.index_path, fusion=self.settings.search_fusion,
+                             semantic_weight=self.settings.search_semantic_weight,
+                             prf_docs=self.settings.search_prf_docs)
 
     @cached_property
     def embedder(self):

@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     ollama_retries: int = Field(2, ge=0)  # extra attempts, with back-off, before the fallback policy applies
     ollama_fallback: Literal["embedded", "fail"] = "fail"  # Ollama unreachable: embedded adapters, or Retryable
     embedder: Literal["minilm", "ollama"] = "minilm"
-    # MiniLM's runtime (functions/adapters/minilm.py, onnx_embedder.py): ONNX Runtime int8 is the
-    # fastest at the same search quality (docs/BENCHMARKS.md (c), docs/QUALITY.md)
-    embedder_backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
+    # MiniLM's runtime (functions/adapters/minilm.py, onnx_embedder.py): ONNX fp32 gives torch's
+    # vectors faster; int8 is faster still but moved SciFact nDCG@10 by 0.005 (docs/QUALITY.md)
+    embedder_backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
     onnx_dir: Path | None = None  # where the exported ONNX model lives; default: <data dir>/models
 
     # behaviour
@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     scale_down_seconds: float = Field(10.0, gt=0)  # more processes than the backlog needs this long: one leaves
     max_attempts: int = Field(5, ge=1)
     retry_backoff: float = Field(1.0, gt=0)
-    search_fusion: Literal["minmax", "rrf"] = "minmax"
+    search_fusion: Literal["minmax", "zscore", "rrf"] = "minmax"  # hybrid search (embedded_index.py)
+    search_semantic_weight: float = Field(0.5, ge=0.0, le=1.0)  # the semantic side's weight in minmax/zscore
+    search_prf_docs: int = Field(0, ge=0)  # >0: pseudo-relevance feedback from that many top documents
     webhook_urls: str = ""  # comma-separated; registered at start
     webhook_secret: str | None = None  # whsec_...; generated and kept in data_dir when empty
     webhook_timeout: float = Field(10.0, gt=0)

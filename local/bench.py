@@ -3,7 +3,7 @@
   a  end-to-end docs/s through `doclane up` vs one sequential loop (bench_pipeline.py)
   b  events/s through one function's bus binding (SQLite; RabbitMQ vs raw pika and Redis
      Streams when DOCLANE_AMQP_URL / DOCLANE_REDIS_URL are set) (bench_bus.py)
-  c  embedding chunks/s through the embedder vs raw sentence-transformers encode
+  c  embedding chunks/s per MiniLM backend (torch, ONNX fp32, ONNX int8) vs raw sentence-transformers encode
   d  search latency p50/p95/p99 per mode at two index sizes (synthetic chunks)
   e  cold start of a scaled-to-zero pipeline vs a warm one (with a)
   f  peak memory of every function process (with a)
@@ -122,25 +122,42 @@ def _bus_figures(runs: list[dict]) -> dict:
 
 # --------------------------------------------------------------------------- c
 def embedding(n: int, repeat: int) -> dict:
-    """Chunk-sized texts (~200 wordpieces) through MiniLMEmbedder.embed, and
-    the same texts through its SentenceTransformer's encode with its defaults."""
+    """Chunk-sized texts (~200 wordpieces) through each MiniLM backend's
+    `embed` (torch = MiniLMEmbedder, onnx and onnx-int8 = OnnxEmbedder, the
+    ONNX files exported first if the data dir has none), and through the
+    torch model's SentenceTransformer.encode with its defaults. The backends
+    take turns within each repeat, so a change in the machine's load hits
+    them alike; chunks per CPU-second (all of the process's threads) is
+    beside the wall-clock figure because it hardly moves with that load."""
     from doclane.functions.adapters import minilm
+    from doclane.functions.settings import load
     from doclane.local.bench_pipeline import synthetic_document
 
-    embedder = minilm.shared()
+    settings = load()
     texts = [synthetic_document(i, words=150).decode() for i in range(n)]
-    embedder.embed(texts[:8])  # first call pays lazy initialisation
-    ours, raw = [], []
+    embedders = {b: minilm.create(settings.model_copy(update={"embedder_backend": b}))
+                 for b in ("torch", "onnx", "onnx-int8")}
+    embedders = {b: e for b, e in embedders.items() if getattr(e, "backend", "torch") == b}  # fell back: skip
+    torch_model = embedders["torch"].model
+    runners = {**{b: e.embed for b, e in embedders.items()},
+               "raw_encode": lambda t: torch_model.encode(t, show_progress_bar=False)}
+    for run_ in runners.values():
+        run_(texts[:8])  # first call pays lazy initialisation
+    wall: dict[str, list[float]] = {k: [] for k in runners}
+    cpu: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        embedder.embed(texts)
-        ours.append(n / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        embedder.model.encode(texts, show_progress_bar=False)
-        raw.append(n / (time.perf_counter() - t0))
-    a, b = statistics.median(ours), statistics.median(raw)
-    return {"chunks": n, "batch_size": embedder.batch_size, "embedder_per_s": a, "raw_encode_per_s": b,
-            "ratio_raw_over_embedder": b / a}
+        for name, run_ in runners.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            run_(texts)
+            wall[name].append(n / (time.perf_counter() - t0))
+            cpu[name].append(n / max(time.process_time() - c0, 1e-9))
+    figures = {k: {"per_s": statistics.median(wall[k]), "per_cpu_s": statistics.median(cpu[k])} for k in runners}
+    default = settings.embedder_backend if settings.embedder_backend in embedders else "torch"
+    ours, raw = figures[default]["per_s"], figures["raw_encode"]["per_s"]
+    return {"chunks": n, "batch_size": embedders["torch"].batch_size, "threads": getattr(embedders.get("onnx"), "threads", None),
+            "default_backend": default, "backends": figures, "embedder_per_s": ours, "raw_encode_per_s": raw,
+            "ratio_raw_over_embedder": raw / ours,
+            "speedup_over_torch": {b: figures[b]["per_s"] / figures["torch"]["per_s"] for b in embedders}}
 
 
 # --------------------------------------------------------------------------- d
@@ -219,9 +236,13 @@ def render(r: dict) -> str:
                 lines.append(f"  {name}: {b}")
     if "embedding" in r:
         e = r["embedding"]
-        lines += ["", "(c) embedding", f"  MiniLMEmbedder.embed (batch {e['batch_size']})  {e['embedder_per_s']:7.1f} chunks/s",
-                  f"  raw SentenceTransformer.encode      {e['raw_encode_per_s']:7.1f} chunks/s   "
-                  f"raw/ours = {e['ratio_raw_over_embedder']:.2f}x  ({e['chunks']} chunks)"]
+        lines += ["", f"(c) embedding ({e['chunks']} chunks, batch {e['batch_size']}; default backend "
+                  f"{e['default_backend']})", f"  {'':<32}{'chunks/s':>9}{'per CPU-s':>11}{'vs torch':>10}"]
+        for name, f in e["backends"].items():
+            label = "raw SentenceTransformer.encode" if name == "raw_encode" else f"embed, {name}"
+            speedup = e["speedup_over_torch"].get(name)
+            lines.append(f"  {label:<32}{f['per_s']:9.1f}{f['per_cpu_s']:11.1f}"
+                         + (f"{speedup:9.2f}x" if speedup else ""))
     if "search" in r:
         lines += ["", "(d) search latency, ms (EmbeddedIndex.search, limit 10)",
                   f"  {'chunks':>7} {'mode':<9}{'p50':>8}{'p95':>8}{'p99':>8}"]
@@ -250,7 +271,8 @@ def plots(r: dict, folder: Path) -> list[Path]:
                                              if isinstance(v, dict) and "end_to_end_per_s" in v]))  # not the hops
     if "embedding" in r:
         e = r["embedding"]
-        bars.append(("embedding, chunks/s", [("embedder", e["embedder_per_s"]), ("raw encode", e["raw_encode_per_s"])]))
+        bars.append(("embedding, chunks/s", [(k.replace("raw_encode", "raw ST\nencode"), f["per_s"])
+                                             for k, f in e["backends"].items()]))
     if bars:
         fig, axes = plt.subplots(1, len(bars), figsize=(4 * len(bars), 3.5), squeeze=False)
         for ax, (title, items) in zip(axes[0], bars):

@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One ONNX export of MiniLM per checkout (functions/adapters/onnx_embedder.py), shared by every
+# test's data dir and inherited by the `doclane up` children of the e2e tests: without it each
+# fresh data dir would export the model again (torch + ~10 s) on its first embedding.
+os.environ.setdefault("DOCLANE_ONNX_DIR", str(Path(__file__).resolve().parents[1] / ".doclane" / "models"))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -48,7 +52,7 @@ def settings(tmp_path, monkeypatch):
     from doclane.functions.settings import load
 
     for var in list(os.environ):
-        if var.startswith("DOCLANE_"):
+        if var.startswith("DOCLANE_") and var != "DOCLANE_ONNX_DIR":  # the one shared export stays
             monkeypatch.delenv(var, raising=False)
     return load(data_dir=tmp_path / "data", inbox=tmp_path / "inbox", retry_backoff=0.05, max_attempts=3,
                 idle_seconds=2)

@@ -11,16 +11,25 @@ Retrieval
             Matches: the documents of the best `keyword_depth` chunks.
   semantic  cosine over every chunk vector, with numpy on a matrix cached in
             memory; a generation counter bumped by every write tells a reader
-            (in any process) to refresh it. Matches: the documents of the
-            `candidates` nearest chunks (cosine has no "no match").
-  hybrid    both, fused per document: min-max normalised weighted sum
-            (default) or reciprocal rank fusion (k=60). Matches: the union.
-            SciFact nDCG@10 here: keyword .704, semantic .688, RRF .724,
-            min-max w=.5 .740; the defaults are the best measured there.
+            (in any process) to refresh it. Every document scores by its best
+            chunk; matches: the `candidates` nearest documents (cosine has no
+            "no match").
+  hybrid    both, fused per document over the union of their matches, each
+            with its real scores on both sides (a keyword match outside the
+            nearest documents keeps its cosine; a semantic match without a
+            query term gets BM25's floor, 0): min-max normalised weighted sum
+            (default, semantic weight 0.5), z-score weighted sum, or
+            reciprocal rank fusion (k=60). Optional pseudo-relevance feedback
+            (`prf_docs`, Rocchio): the query vector moves towards the mean of
+            the first pass's top documents and the search is fused again.
+            SciFact (train and held-out test qrels, docs/QUALITY.md): the
+            defaults held up best; z-score, RRF, other weights and feedback
+            were no better on both splits.
 
 Results are per document: a document scores by its best chunk (a bonus for
-several matching chunks did not help on SciFact), and its snippet comes from
-that chunk, HTML-escaped, with the query terms in `<mark>`.
+several matching chunks, or the mean of its chunk vectors, did not help on
+SciFact), and its snippet comes from that chunk, HTML-escaped, with the query
+terms in `<mark>`.
 
 Facets count the matching documents BEFORE the category filter, hits and
 `total` AFTER it: a UI shows "invoice (12) · contract (3)" beside the hits
@@ -34,7 +43,7 @@ import json
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,7 +53,7 @@ from doclane.functions.errors import ConfigError, Retryable
 from doclane.functions.ports import SEARCH_MODES, Chunk, Hit, IndexedDocument, SearchResult, check_search_args
 
 MODES = SEARCH_MODES
-FUSIONS = ("minmax", "rrf")
+FUSIONS = ("minmax", "zscore", "rrf")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -104,13 +113,38 @@ def fts_query(query: str) -> str | None:
 
 @dataclass
 class _Matrix:
-    """Every chunk vector, in chunk-id order, for one index generation."""
+    """Every chunk vector, in chunk-id order, for one index generation.
+
+    An upsert writes a document's chunks in one transaction under the write
+    lock, so their AUTOINCREMENT ids, and so their rows here, are consecutive:
+    `runs` (the first row of each document's run) lets numpy take a per-document
+    maximum in one `reduceat` instead of a Python loop over chunks."""
 
     generation: int
     chunk_ids: np.ndarray  # int64
     doc_index: np.ndarray  # int32: row -> position in doc_ids
     doc_ids: list[str]
     vectors: np.ndarray  # float32, (n, dimension)
+    position: dict[str, int] = field(default_factory=dict)  # doc_ids' inverse
+    runs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # first row of each run
+
+    def __post_init__(self) -> None:
+        if not self.position:
+            self.position = {d: i for i, d in enumerate(self.doc_ids)}
+        if len(self.doc_index) and not len(self.runs):
+            self.runs = np.flatnonzero(np.r_[True, self.doc_index[1:] != self.doc_index[:-1]])
+        run_docs = self.doc_index[self.runs]
+        self._one_run = len(np.unique(run_docs)) == len(run_docs)
+        self._first = np.zeros(len(self.doc_ids), np.int64)
+        self._stop = np.zeros(len(self.doc_ids), np.int64)  # a deleted document: an empty range
+        if len(run_docs):
+            self._first[run_docs], self._stop[run_docs] = self.runs, np.r_[self.runs[1:], len(self.doc_index)]
+
+    def rows(self, position: int) -> np.ndarray:
+        """The rows of one document: its run, or (never expected) every row it has."""
+        if self._one_run:
+            return np.arange(self._first[position], self._stop[position])
+        return np.flatnonzero(self.doc_index == position)
 
 
 @dataclass
@@ -124,6 +158,49 @@ class _Candidates:
         return sorted(self.scores, key=self.scores.__getitem__, reverse=True)[:n]
 
 
+class _Dense:
+    """One query vector against every chunk: the cosines, and per document
+    the best of them (a document scores by its best chunk). Every document
+    gets a semantic score, so hybrid fusion never has to guess one."""
+
+    def __init__(self, matrix: _Matrix, query: np.ndarray):
+        self.matrix, self.query = matrix, query
+        self.cosine = matrix.vectors @ query if len(matrix.vectors) else np.zeros(0, np.float32)
+        self.best = np.full(len(matrix.doc_ids), -np.inf, dtype=np.float32)
+        if len(self.cosine):
+            np.maximum.at(self.best, matrix.doc_index[matrix.runs], np.maximum.reduceat(self.cosine, matrix.runs))
+
+    def score(self, doc_id: str) -> float:
+        at = self.matrix.position.get(doc_id)
+        return float(self.best[at]) if at is not None else float("-inf")
+
+    def top(self, n: int) -> _Candidates:
+        """The n documents nearest the query, each with its best chunk."""
+        live = np.flatnonzero(np.isfinite(self.best))  # deleted documents keep a position but no rows
+        k = min(n, len(live))
+        if k == 0:
+            return _Candidates({}, {})
+        picked = live[np.argpartition(-self.best[live], k - 1)[:k]]
+        cands = _Candidates({}, {})
+        for at in picked:
+            rows = self.matrix.rows(int(at))
+            doc_id = self.matrix.doc_ids[at]
+            cands.scores[doc_id] = float(self.best[at])
+            cands.best_chunk[doc_id] = int(self.matrix.chunk_ids[rows[np.argmax(self.cosine[rows])]])
+        return cands
+
+    def feedback(self, doc_ids: list[str]) -> np.ndarray:
+        """The mean of the documents' own mean chunk vectors (each made unit length)."""
+        means = []
+        for doc_id in doc_ids:
+            at = self.matrix.position.get(doc_id)
+            rows = self.matrix.rows(at) if at is not None else np.zeros(0, np.int64)
+            if len(rows):
+                m = self.matrix.vectors[rows].mean(axis=0)
+                means.append(m / (np.linalg.norm(m) or 1.0))
+        return np.mean(means, axis=0) if means else np.zeros_like(self.query)
+
+
 class EmbeddedIndex:
     """The embedded `SearchIndex` (see module doc). Safe to share between
     threads (one connection per thread) and processes (SQLite locking)."""
@@ -131,14 +208,17 @@ class EmbeddedIndex:
     def __init__(
         self, path: str | Path, *, fusion: str = "minmax", semantic_weight: float = 0.5,
         candidates: int = 100, rrf_k: int = 60, column_weights: tuple[float, float, float] = (1.0, 2.0, 3.0),
-        keyword_depth: int = 1_000, busy_timeout_ms: int = 10_000,
+        keyword_depth: int = 1_000, prf_docs: int = 0, prf_weight: float = 0.3, busy_timeout_ms: int = 10_000,
     ):
         if fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
         if not 0.0 <= semantic_weight <= 1.0:
             raise ConfigError(f"semantic_weight must lie in [0, 1], got {semantic_weight}")
+        if prf_docs < 0 or prf_weight < 0:
+            raise ConfigError(f"prf_docs and prf_weight must not be negative, got {prf_docs} and {prf_weight}")
         self.path = Path(path)
         self.fusion, self.semantic_weight, self.candidates, self.rrf_k = fusion, semantic_weight, candidates, rrf_k
+        self.prf_docs, self.prf_weight = prf_docs, prf_weight
         self.column_weights, self.keyword_depth = column_weights, keyword_depth
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -201,9 +281,9 @@ class EmbeddedIndex:
         try:
             db.execute("BEGIN")  # one snapshot for every read below
             keyword = self._keyword(db, match) if mode != "semantic" and match else None
-            semantic = (self._semantic(db, query_vector) if mode != "keyword" and query_vector is not None
-                        else None)
-            scores = self._fuse(keyword, semantic)
+            dense = (self._dense(db, query_vector) if mode != "keyword" and query_vector is not None
+                     else None)
+            scores, semantic = self._rank(keyword, dense)
             docs = self._documents(db, list(scores))
             facets: dict[str, int] = {}
             for doc_id in scores:
@@ -234,22 +314,37 @@ class EmbeddedIndex:
             f"JOIN chunks AS c ON c.id = f.rowid", (match, self.keyword_depth)).fetchall()
         return _best_per_document(rows)
 
-    def _semantic(self, db: sqlite3.Connection, query_vector: np.ndarray) -> _Candidates:
-        """The top `candidates` chunks by cosine, best chunk per document."""
+    def _dense(self, db: sqlite3.Connection, query_vector: np.ndarray) -> _Dense:
+        """The query's cosine to every chunk, and each document's best."""
         matrix = self._load_matrix(db)
-        if not len(matrix.chunk_ids):
-            return _Candidates({}, {})
         q = np.asarray(query_vector, dtype=np.float32).ravel()
-        if q.shape[0] != matrix.vectors.shape[1]:
+        if len(matrix.chunk_ids) and q.shape[0] != matrix.vectors.shape[1]:
             raise ValueError(f"query vector has {q.shape[0]} dimensions, the index {matrix.vectors.shape[1]}")
-        cosine = matrix.vectors @ (q / (np.linalg.norm(q) or 1.0))
-        k = min(self.candidates, len(cosine))
-        top = np.argpartition(-cosine, k - 1)[:k]
-        rows = [(matrix.doc_ids[matrix.doc_index[i]], int(matrix.chunk_ids[i]), float(cosine[i])) for i in top]
-        return _best_per_document(rows)
+        return _Dense(matrix, q / (np.linalg.norm(q) or 1.0))
 
-    def _fuse(self, keyword: _Candidates | None, semantic: _Candidates | None) -> dict[str, float]:
-        """Document scores: one retriever's own, or both fused."""
+    def _rank(self, keyword: _Candidates | None, dense: _Dense | None) -> tuple[dict[str, float], _Candidates | None]:
+        """Document scores, and the semantic candidates they came from. With
+        `prf_docs`, a hybrid search runs twice: pseudo-relevance feedback
+        (Rocchio) moves the query vector towards the mean of the documents the
+        first pass ranks highest (weight `prf_weight`), and the second pass
+        fuses the keyword side with the moved vector's neighbours."""
+        semantic = dense.top(self.candidates) if dense is not None else None
+        scores = self._fuse(keyword, semantic, dense)
+        if self.prf_docs and self.prf_weight and keyword is not None and dense is not None and scores:
+            first = sorted(scores, key=scores.__getitem__, reverse=True)[:self.prf_docs]
+            moved = dense.query + self.prf_weight * dense.feedback(first)
+            dense = _Dense(dense.matrix, moved / (np.linalg.norm(moved) or 1.0))
+            semantic = dense.top(self.candidates)
+            scores = self._fuse(keyword, semantic, dense)
+        return scores, semantic
+
+    def _fuse(self, keyword: _Candidates | None, semantic: _Candidates | None,
+              dense: _Dense | None = None) -> dict[str, float]:
+        """Document scores: one retriever's own, or both fused over the union
+        of their candidates. Every candidate has its real semantic score (from
+        `dense`), so a keyword match outside the nearest `candidates` is not
+        counted as semantically worthless; a semantic candidate without any
+        query term has no keyword score, i.e. the keyword floor."""
         if keyword is None or semantic is None:
             only = keyword or semantic
             return {} if only is None else dict(only.scores)
@@ -259,10 +354,14 @@ class EmbeddedIndex:
                 for rank, d in enumerate(cands.top(self.candidates), start=1):
                     fused[d] = fused.get(d, 0.0) + 1.0 / (self.rrf_k + rank)
             return fused
+        union = keyword.scores.keys() | semantic.scores.keys()
+        sem_scores = {d: semantic.scores[d] if d in semantic.scores else dense.score(d) if dense else float("-inf")
+                      for d in union}
+        scale = _zscore if self.fusion == "zscore" else _minmax
+        kw, unmatched = scale(keyword.scores, keyword.top(self.candidates), floor=0.0)
+        sem, _ = scale(sem_scores, semantic.top(self.candidates))
         w = self.semantic_weight
-        kw, sem = _minmax(keyword, self.candidates), _minmax(semantic, self.candidates)
-        fused = {d: (1 - w) * kw.get(d, 0.0) + w * sem.get(d, 0.0) for d in kw.keys() | sem.keys()}
-        return fused
+        return {d: (1 - w) * kw.get(d, unmatched) + w * sem[d] for d in union}
 
     def _documents(self, db: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str, str]]:
         rows = db.execute("SELECT document_id, filename, category, fields FROM documents "
@@ -342,7 +441,7 @@ class EmbeddedIndex:
                 vectors = np.concatenate([vectors, new]) if len(vectors) else new
                 chunk_ids = np.concatenate([chunk_ids, np.fromiter((r[0] for r in rows), np.int64, len(rows))])
                 doc_index = np.concatenate([doc_index, np.fromiter((position[r[1]] for r in rows), np.int32)])
-            self._matrix = _Matrix(generation, chunk_ids, doc_index, doc_ids, vectors)
+            self._matrix = _Matrix(generation, chunk_ids, doc_index, doc_ids, vectors, position)
             return self._matrix
 
 
@@ -378,14 +477,28 @@ def _best_per_document(rows: list[tuple[str, int, float]]) -> _Candidates:
     return cands
 
 
-def _minmax(cands: _Candidates, depth: int) -> dict[str, float]:
-    """Scores scaled so the retriever's top `depth` documents span [0, 1];
-    documents below that range clip to 0."""
-    top = cands.top(depth)
+def _minmax(scores: dict[str, float], top: list[str], floor: float | None = None) -> tuple[dict[str, float], float]:
+    """Scores scaled so the retriever's own top documents span [0, 1];
+    anything below that range clips to 0, as does a document without a match
+    (the second value: the scaled score of a document the retriever lacks)."""
     if not top:
-        return {}
-    span = cands.scores[top[0]] - (lo := cands.scores[top[-1]])
-    return {d: (1.0 if span == 0 else max(0.0, (s - lo) / span)) for d, s in cands.scores.items()}
+        return {d: 0.0 for d in scores}, 0.0
+    span = scores[top[0]] - (lo := scores[top[-1]])
+    return {d: (float(s >= lo) if span == 0 else max(0.0, (s - lo) / span)) for d, s in scores.items()}, 0.0
+
+
+def _zscore(scores: dict[str, float], top: list[str], floor: float | None = None) -> tuple[dict[str, float], float]:
+    """Standard scores against the retriever's own top documents (their mean
+    and spread), so a clear winner stands out by as many deviations as it
+    leads; `floor` (BM25's 0: no match) is scaled alike for a document the
+    retriever lacks, else the lowest of the top."""
+    if not top:
+        return {d: 0.0 for d in scores}, 0.0
+    values = np.array([scores[d] for d in top], dtype=np.float64)
+    mean, spread = float(values.mean()), float(values.std()) or 1.0
+    lowest = (float(values.min()) - mean) / spread
+    scaled = {d: ((s - mean) / spread if np.isfinite(s) else lowest) for d, s in scores.items()}
+    return scaled, ((floor - mean) / spread if floor is not None else lowest)
 
 
 def _html(snippet: str) -> str:

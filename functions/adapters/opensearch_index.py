@@ -21,7 +21,16 @@ Search mirrors the embedded index (see embedded_index.py):
   hybrid    the `hybrid` query with both, through the pipeline
 Results are per document: the best chunk of each document (the top chunks
 are grouped client-side: `collapse` with a hybrid query needs OpenSearch 3.1,
-grouping works from 2.13 on). The category filter is a `post_filter`, which
+grouping works from 2.13 on).
+
+Where it differs from the embedded index (whose choices were measured on
+SciFact, docs/QUALITY.md): the pipeline normalises each sub-query over the
+chunks it returned, so a keyword match outside the knn's k counts as
+semantically 0 (the embedded index gives it its real cosine); `zscore`
+fusion falls back to min-max (a z_score pipeline needs OpenSearch 3.0); and
+pseudo-relevance feedback (`prf_docs`) is not applied (it would cost a second
+round trip). None of the three moved SciFact's hybrid nDCG@10 by more than
+0.004 in the embedded index, so the two stay comparable. The category filter is a `post_filter`, which
 leaves aggregations alone, so facets count documents before the filter and
 hits come after it, as in the embedded index; `total` is the number of
 matching documents (a cardinality aggregation on document_id).
@@ -86,7 +95,7 @@ class OpenSearchIndex:
     @classmethod
     def from_settings(cls, settings, dimension: int) -> "OpenSearchIndex":
         return cls(settings.opensearch_url, settings.opensearch_index, dimension, fusion=settings.search_fusion,
-                   verify_certs=settings.opensearch_verify_certs)
+                   semantic_weight=settings.search_semantic_weight, verify_certs=settings.opensearch_verify_certs)
 
     # ------------------------------------------------------------------ start-up
     def ensure(self) -> None:
@@ -112,6 +121,9 @@ class OpenSearchIndex:
                 if self.version >= RRF_VERSION:
                     self.client.search_pipeline.put(id=PIPELINES["rrf"], body=self._pipeline("rrf"))
             fusion = self.fusion
+            if fusion == "zscore":  # no pipeline of ours for it yet (OpenSearch 3.0+ has the z_score technique)
+                log.warning("the OpenSearch adapter has no z-score pipeline: hybrid search uses min-max fusion")
+                fusion = "minmax"
             if fusion == "rrf" and self.version < RRF_VERSION:
                 log.warning("OpenSearch %s has no score-ranker-processor (2.19+): hybrid search uses min-max fusion",
                             ".".join(map(str, self.version)))

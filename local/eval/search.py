@@ -7,6 +7,8 @@ through `chunking.chunk`, the MiniLM embedder and `EmbeddedIndex.upsert`, as
 the index function does it; each judged query then runs in every mode through
 `EmbeddedIndex.search`, its vector from the same embedder, as GET /search
 does. Latency is per query: embedding it (not in keyword mode) plus the search.
+The embedder is the pipeline's (DOCLANE_EMBEDDER_BACKEND: torch, onnx or
+onnx-int8), and the cache keeps each backend's vectors apart.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def evaluate(folder: Path, *, split: str = "test", modes: Iterable[str] = MODES,
         figures = {mode: _run_queries(data, index, embedder, mode) for mode in modes}
     finally:
         index.close()
-    return {"dataset": str(folder), "split": split, "index": ingest, "modes": figures}
+    return {"dataset": str(folder), "split": split, "embedder": f"{embedder.name} ({embedder.backend})",
+            "index": ingest, "modes": figures}
 
 
 def _ingest(data: BeirSet, embedder: CachedEmbedder, path: Path, progress, options: dict):
@@ -128,7 +131,7 @@ def render(report: dict) -> str:
     """The figures as a plain table."""
     ix = report["index"]
     lines = [f"{report['dataset']} ({report['split']}): {ix['documents']} documents, {ix['chunks']} chunks "
-             f"({ix['embedded']} embedded, {ix['from_cache']} from cache)",
+             f"({ix['embedded']} embedded, {ix['from_cache']} from cache), {report.get('embedder', '')}",
              f"{'mode':<10}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'p50 ms':>9}{'p95 ms':>9}{'queries':>9}"]
     for mode, m in report["modes"].items():
         lines.append(f"{mode:<10}{m['ndcg@10']:>9.4f}{m['recall@100']:>8.4f}{m['mrr@10']:>8.4f}"

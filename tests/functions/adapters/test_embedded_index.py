@@ -121,7 +121,7 @@ def test_semantic_finds_a_paraphrase_that_keyword_misses(index, embedder):
     ("invoice INV-2023-0042", "inv-1"),
     ("monthly rent for the office", "con-2"),
 ])
-@pytest.mark.parametrize("fusion", ["minmax", "rrf"])
+@pytest.mark.parametrize("fusion", ["minmax", "zscore", "rrf"])
 def test_hybrid_ranks_the_right_document_first(tmp_path, embedded_corpus, embedder, query, expected, fusion):
     ix = EmbeddedIndex(tmp_path / "index.db", fusion=fusion)
     for doc, chunks, vectors in embedded_corpus:
@@ -280,3 +280,77 @@ def test_refreshed_vector_cache_matches_a_fresh_load(tmp_path):
     cached = reader.search("", query, mode="semantic", limit=100)
     assert [(h.document_id, h.score) for h in cached.hits] == [(h.document_id, h.score) for h in fresh.hits]
     assert cached.total == fresh.total == writer.count()
+
+
+# ---------------------------------------------------------------- fusion and feedback, on hand-made vectors
+def _unit(*xs: float, dim: int = 16) -> np.ndarray:
+    v = np.zeros(dim, dtype=np.float32)
+    v[:len(xs)] = xs
+    return v / np.linalg.norm(v)
+
+
+def _toy(tmp_path, docs: dict[str, list[tuple[str, np.ndarray]]], **options) -> EmbeddedIndex:
+    """An index of documents given as chunks of (text, vector)."""
+    ix = EmbeddedIndex(tmp_path / "toy.db", **options)
+    for doc_id, parts in docs.items():
+        ix.upsert(IndexedDocument(doc_id, f"{doc_id}.txt", "other", {}, "2024-01-01"),
+                  [Chunk(doc_id, i, text) for i, (text, _) in enumerate(parts)], np.stack([v for _, v in parts]))
+    return ix
+
+
+def test_semantic_returns_the_nearest_documents_not_chunks(tmp_path):
+    """Three chunks of one document near the query must not crowd out the next document."""
+    ix = _toy(tmp_path, {
+        "many": [(f"part {i}", _unit(1, 0.1 * i)) for i in range(3)],
+        "near": [("one part", _unit(1, 0.5))],
+        "far": [("other", _unit(0, 1))],
+    }, candidates=2)
+    result = ix.search("", _unit(1), mode="semantic", limit=10)
+    assert [h.document_id for h in result.hits] == ["many", "near"] and result.total == 2
+    assert result.hits[0].snippet == "part 0"  # the best chunk of the document
+
+
+def test_zscore_fusion_gives_keyword_matches_their_real_semantic_score(tmp_path):
+    """`related` and `unrelated` match the keyword equally and both lie outside the
+    two nearest documents; `related`'s vector is close to the query, so it must
+    rank first. (Min-max clips both to 0 below the top range, and they tie.)"""
+    docs = {
+        "unrelated": [("alpha report", _unit(0, 0, 1))],
+        "related": [("alpha report", _unit(1, 0.5))],
+        "near-1": [("beta", _unit(1))],
+        "near-2": [("gamma", _unit(1, 0.1))],
+    }
+    ix = _toy(tmp_path, docs, fusion="zscore", candidates=2)
+    result = ix.search("alpha", _unit(1), mode="hybrid", limit=10)
+    ranked = [h.document_id for h in result.hits]
+    assert ranked.index("related") < ranked.index("unrelated")
+    assert set(ranked) == set(docs) and result.total == 4
+    scores = {h.document_id: h.score for h in result.hits}
+    assert scores["related"] > scores["unrelated"]
+
+
+def test_pseudo_relevance_feedback_moves_the_query_towards_the_top_document(tmp_path):
+    """The keyword match `top` ranks first; its vector leans towards `sibling`.
+    Without feedback `decoy` (nearer the bare query) outranks `sibling`; one
+    round of feedback from the top document turns that round."""
+    docs = {
+        "top": [("alpha study", _unit(1, 1))],
+        "sibling": [("beta", _unit(0.5, 1))],
+        "decoy": [("gamma", _unit(1, 0, 1.2))],
+    }
+    plain = _toy(tmp_path, docs).search("alpha", _unit(1), mode="hybrid", limit=10)
+    assert [h.document_id for h in plain.hits] == ["top", "decoy", "sibling"]
+    feedback = EmbeddedIndex(tmp_path / "toy.db", prf_docs=1, prf_weight=1.0)
+    moved = feedback.search("alpha", _unit(1), mode="hybrid", limit=10)
+    assert [h.document_id for h in moved.hits] == ["top", "sibling", "decoy"]
+    # feedback needs a first pass of both retrievers: keyword and semantic modes are unchanged
+    for mode in ("keyword", "semantic"):
+        assert ([h.document_id for h in feedback.search("alpha", _unit(1), mode=mode).hits]
+                == [h.document_id for h in _toy(tmp_path / "x", docs).search("alpha", _unit(1), mode=mode).hits])
+
+
+def test_fusion_and_feedback_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="fusion"):
+        EmbeddedIndex(tmp_path / "a.db", fusion="mean")
+    with pytest.raises(ConfigError, match="prf"):
+        EmbeddedIndex(tmp_path / "a.db", prf_docs=-1)
