@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     target_backlog: int = Field(5, ge=1)  # waiting events per process
     processes: str = ""  # per-function overrides, "classify=0-4/10,index=1": name=[min-]max[/target]
     scale_down_seconds: float = Field(10.0, gt=0)  # more processes than the backlog needs this long: one leaves
+    # Fewer processes than the backlog needs this long: the others start. The first (and the
+    # minimum) start at once; the extra ones only for a backlog that lasts, because each cold
+    # process loads its models on the same cores (a short burst is done before it is ready).
+    scale_up_seconds: float = Field(5.0, ge=0)
     max_attempts: int = Field(5, ge=1)
     retry_backoff: float = Field(1.0, gt=0)
     search_fusion: Literal["minmax", "zscore", "rrf"] = "minmax"  # hybrid search (embedded_index.py)

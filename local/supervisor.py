@@ -110,6 +110,7 @@ class Supervisor:
         self.starts: dict[str, int] = {fn.name: 0 for fn in functions}
         self.crashes: dict[str, int] = {fn.name: 0 for fn in functions}
         self._surplus_since: dict[str, float] = {}
+        self._shortage_since: dict[str, float] = {}
         self._outage_logged = -math.inf  # when "the bus is unreachable" was last logged
 
     def tick(self) -> None:
@@ -125,16 +126,19 @@ class Supervisor:
             active = [w for w in live if not w.retiring]
             if len(active) < desired:
                 self._surplus_since.pop(fn.name, None)
+                wanted = self._wanted(fn.name, desired, len(active), bounds)
                 # a retiring process counts against the maximum until it has gone
-                for _ in range(min(desired - len(active), bounds.max - len(live))):
+                for _ in range(min(wanted - len(active), bounds.max - len(live))):
                     resident = sum(w.resident for w in active) < bounds.min
                     worker = self._start(fn, resident=resident)
                     live.append(worker)
                     active.append(worker)
             elif len(active) > max(desired, 1):  # the last one leaves by its own idle timeout
+                self._shortage_since.pop(fn.name, None)
                 self._scale_down(fn.name, active)
             else:
                 self._surplus_since.pop(fn.name, None)
+                self._shortage_since.pop(fn.name, None)
             self.workers[fn.name] = live
 
     def _bus_unreachable(self, exc: Retryable) -> None:
@@ -162,6 +166,16 @@ class Supervisor:
                 self.crashes[name] += 1
                 log.warning("%s worker %s exited with %s; %d deliveries released", name, w.owner, code, released)
         return live
+
+    def _wanted(self, name: str, desired: int, active: int, bounds: Bounds) -> int:
+        """How many processes to have now: the first and the minimum at once;
+        more only once the backlog has needed them for `scale_up_seconds`
+        (a burst shorter than a cold start is served faster by the warm one)."""
+        now = time.monotonic()
+        at_once = max(1, bounds.min)
+        if desired <= at_once or now - self._shortage_since.setdefault(name, now) >= self.settings.scale_up_seconds:
+            return desired
+        return max(at_once, active)
 
     def _scale_down(self, name: str, active: list[Worker]) -> None:
         """Too many processes for the backlog since `scale_down_seconds` ago:

@@ -35,7 +35,7 @@ HANDLED = re.compile(r"^\S+ \S+ ingest\[(\d+)\] INFO ingest handled ", re.M)
 @pytest.fixture(params=["sqlite", "rabbitmq"])
 def setup(request, settings, monkeypatch, tmp_path):
     """Settings the worker processes read too (exported), and the bus they share."""
-    overrides = dict(max_processes=2, target_backlog=5, scale_down_seconds=1.0, idle_seconds=2.0)
+    overrides = dict(max_processes=2, target_backlog=5, scale_down_seconds=1.0, scale_up_seconds=0.0, idle_seconds=2.0)
     broker = None
     if request.param == "rabbitmq":
         require_rabbitmq()
@@ -117,8 +117,9 @@ def test_processes_follow_the_backlog_up_to_the_bound_and_back_to_zero(setup):
 
 
 def _threads(settings, **overrides):
-    """In-process workers on the SQLite bus (fast: no interpreter start-up)."""
-    settings = settings.model_copy(update=overrides)
+    """In-process workers on the SQLite bus (fast: no interpreter start-up).
+    Extra processes start at once unless a test asks for scale_up_seconds."""
+    settings = settings.model_copy(update={"scale_up_seconds": 0.0, **overrides})
     settings.inbox.mkdir(parents=True, exist_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     bus = SqliteBus(settings.bus_path)
@@ -244,3 +245,25 @@ def test_the_deployment_worker_declares_serves_health_and_stays_until_sigterm(se
         assert queue_exists(f"{broker}.classify")
     finally:
         delete_broker(broker, triggers(settings))
+
+
+def test_extra_processes_wait_for_a_backlog_that_lasts(settings):
+    """Scale from zero starts one process at once; a second one only when the
+    backlog still needs it `scale_up_seconds` later (a cold process loads its
+    models on the same cores: a short burst is served faster by the warm one)."""
+    settings, bus, sup = _threads(settings, max_processes=2, target_backlog=2, idle_seconds=600,
+                                  scale_up_seconds=3600.0)
+    try:
+        publish_files(bus, settings, 12)
+        sup.tick()
+        assert sup.desired["ingest"] == 2 and sup.running() == {"ingest": 1}
+        sup.tick()
+        assert sup.running() == {"ingest": 1}  # the backlog has not lasted long enough
+        bounds = sup.bounds["ingest"]
+        assert sup._wanted("ingest", 2, 1, bounds) == 1
+        sup._shortage_since["ingest"] -= 3600.0  # as if the backlog had lasted an hour
+        assert sup._wanted("ingest", 2, 1, bounds) == 2
+        run_until(sup, lambda: bus.counts()["ingest"].get("done") == 12)
+    finally:
+        sup.stop()
+        bus.close()
