@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -72,7 +73,7 @@ class SqliteMetadata(SqlMetadata):
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(conn)
             # NORMAL is safe from corruption in WAL mode; a power cut may lose
             # the last commits, never consistency.
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -81,6 +82,20 @@ class SqliteMetadata(SqlMetadata):
                 raise Retryable(f"the metadata database {self.path} is locked: {e}") from e
             raise ConfigError(f"cannot open the metadata database {self.path}: {e}") from e
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switching a new file to WAL needs a moment alone with it, and SQLite
+        does not wait (busy_timeout) for it: processes starting together on a
+        fresh file see "locked". Retry within the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _connection(self) -> sqlite3.Connection:
         if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use

@@ -38,7 +38,8 @@ def test_quick_bench_runs_every_section(tmp_path, monkeypatch, fixtures):
     assert cold["first_document_s"] > 0 and cold["warm_document_s"] > 0 and cold["after_scale_to_zero_s"] > 0
     # every stage ran in its own process, each with a measured peak
     assert {"ingest", "classify", "extract", "index", "notify"} <= set(up["peak_memory_mb"])
-    assert all(mb > 10 for mb in up["peak_memory_mb"].values())
+    # the functions' own processes (a short-lived helper the sampler caught at its start may be smaller)
+    assert all(up["peak_memory_mb"][f] > 10 for f in ("ingest", "classify", "extract", "index", "notify"))
 
     assert report["bus"]["sqlite_binding"]["end_to_end_per_s"] > 0
     assert report["bus"]["rabbitmq"].startswith("skipped")
