@@ -26,6 +26,14 @@ API_KEY = "e2e-admin-" + "3c1f0a9d5b7e4c2a8f6d"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
+def serve_loopback(handler: type[BaseHTTPRequestHandler], path: str = "/hook") -> tuple[ThreadingHTTPServer, str]:
+    """A threaded HTTP server for `handler` on a free loopback port, serving in
+    the background; returns it (shutdown() and server_close() to stop) and its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,9 +92,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_loopback(Handler)
 
     def events(self, type_suffix: str) -> list[dict]:
         return [r["event"] for r in self.received if r["event"]["type"].endswith(type_suffix)]

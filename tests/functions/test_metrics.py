@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -23,6 +22,7 @@ from doclane.functions.ports import DocumentRecord
 from doclane.functions.runtime import STAGES, load, triggers
 from doclane.functions.webhooks import Sender, new_webhook
 from tests.amqp_support import AMQP_URL, delete_broker, require_rabbitmq, unique_broker
+from tests.e2e.harness import serve_loopback
 
 KEY = "metrics-test-admin-key"
 
@@ -256,9 +256,7 @@ class Answering:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_loopback(Handler)
 
     def close(self):
         self.server.shutdown()

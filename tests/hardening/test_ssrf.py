@@ -7,8 +7,7 @@ answer (DNS rebinding), since no DNS server of ours runs here."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -21,6 +20,7 @@ from doclane.functions.settings import load
 from doclane.functions.webhooks import Sender
 from doclane.local.gateway import create_app
 from tests.e2e.harness import SECRET, Receiver
+from tests.e2e.harness import serve_loopback
 
 ADMIN = "ssrf-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -195,9 +195,7 @@ class _Redirector:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_loopback(Handler)
 
     def close(self):
         self.server.shutdown()
