@@ -169,11 +169,6 @@ def postgres_down(cluster: tuple[str, str], url: str, seconds: float = OUTAGE_SE
         start_postgres(cluster, url)
 
 
-def restart_postgres(cluster: tuple[str, str], url: str, down_seconds: float = OUTAGE_SECONDS) -> None:
-    with postgres_down(cluster, url, down_seconds):
-        pass
-
-
 # --------------------------------------------------------------------------- function processes
 def function_processes(up_pid: int) -> dict[str, list[psutil.Process]]:
     """The function processes of one `doclane up`, by function: its children

@@ -132,23 +132,21 @@ def progress(doclane) -> tuple[int, int]:
     return sum(1 for v in s.values() if v == "indexed"), sum(1 for v in s.values() if v not in TERMINAL)
 
 
-def wait_mid_run(doclane, sent: int, timeout: float = 300) -> tuple[int, int]:
-    """Block until the fault would land mid-run: a first document indexed and
-    others of the `sent` so far still on their way. Returns (indexed,
-    pending) at that moment."""
+def start_mid_run(put: Callable[..., None], doclane, files: list[Path], timeout: float = 300) -> int:
+    """Bring the run to the moment a fault should land: send the first file
+    and wait until it is indexed (every function is warm, its models
+    loaded), then send the others at once. The fault that follows lands
+    while they are on their way, however fast the pipeline is. Returns how
+    many of `files` were not terminal (or not registered yet) just after."""
+    put(files[0])
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, pending = progress(doclane)
-        waiting = sent - len(statuses(doclane) or {})  # sent, not registered yet
-        if done >= 1 and pending + waiting > 0:
-            return done, pending + waiting
-        if done >= sent:
-            # The pipeline outran this poll: the fault still lands mid-run, before
-            # the scenario sends the rest of its documents (during the outage).
-            return done, 0
+    while progress(doclane)[0] < 1:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{files[0].name} not indexed within {timeout:.0f}s:\n" + doclane.logs())
         time.sleep(0.1)
-    raise AssertionError(f"no mid-run moment within {timeout:.0f}s (indexed, pending = {progress(doclane)}):\n"
-                         + doclane.logs())
+    put(*files[1:])
+    s = statuses(doclane) or {}
+    return sum(1 for path in files if s.get(path.name) not in TERMINAL)
 
 
 def backlog(doclane) -> dict[str, dict[str, int]] | None:

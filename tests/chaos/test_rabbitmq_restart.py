@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos import faults
-from tests.chaos.invariants import Tally, check, corpus, verdict, wait_mid_run
+from tests.chaos.invariants import Tally, check, corpus, verdict, start_mid_run
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.slow]
 
@@ -24,8 +24,7 @@ def test_rabbitmq_restart_mid_run_loses_nothing_and_repeats_nothing(tmp_path, pr
     docs = corpus(tmp_path / "files", generated=10)
     tally = Tally("rabbitmq restart", "reconnect with back-off", len(docs.names))
     before, after = docs.halves()
-    production.put(*before)
-    _, pending = wait_mid_run(production.doclane, len(before))
+    pending = start_mid_run(production.put, production.doclane, before)
     faults.restart_rabbitmq()
     production.put(*after)
     check(production.doclane, production.receiver, docs, tally, idle=lambda: faults.broker_busy(production.broker))
