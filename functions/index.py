@@ -32,7 +32,8 @@ def _index(event: CloudEvent, data: DocumentExtractedV1, ctx) -> list[CloudEvent
     if record is None:
         return []
     parsed = require_parsed(ctx, data.parsed_key)
-    chunks = chunking.chunk(parsed, doc_id, model_path(), max_tokens=getattr(ctx.embedder, "max_tokens", 256))
+    chunks = chunking.chunk(parsed, doc_id, model_path(), max_tokens=getattr(ctx.embedder, "max_tokens", 256),
+                            chunk_tokens=ctx.settings.chunk_tokens)
     with metrics.EMBED_SECONDS.time():
         vectors = ctx.embedder.embed([c.text for c in chunks])
     fields = {k: v.model_dump(exclude_none=True) for k, v in data.fields.items()}

@@ -28,8 +28,8 @@ SciFact, docs/QUALITY.md): the pipeline normalises each sub-query over the
 chunks it returned, so a keyword match outside the knn's k counts as
 semantically 0 (the embedded index gives it its real cosine); `zscore`
 fusion falls back to min-max (a z_score pipeline needs OpenSearch 3.0); and
-pseudo-relevance feedback (`prf_docs`) is not applied (it would cost a second
-round trip). None of the three moved SciFact's hybrid nDCG@10 by more than
+pseudo-relevance feedback (`prf_docs`, and the keyword feedback `expand_docs`)
+is not applied (it would cost a second round trip). None of the three moved SciFact's hybrid nDCG@10 by more than
 0.004 in the embedded index, so the two stay comparable. The category filter is a `post_filter`, which
 leaves aggregations alone, so facets count documents before the filter and
 hits come after it, as in the embedded index; `total` is the number of

@@ -46,15 +46,17 @@ def eval_group():
 @click.option("--fusion", type=click.Choice(["minmax", "zscore", "rrf"]), help="Hybrid fusion [the index's default]")
 @click.option("--semantic-weight", type=float, help="Min-max/z-score fusion weight of the semantic side [0.5]")
 @click.option("--prf-docs", type=int, help="Pseudo-relevance feedback from the N top documents [0: off]")
+@click.option("--expand-docs", type=int, help="Keyword feedback (RM3) from the N top keyword documents [10; 0: off]")
 @CACHE
 @AS_JSON
 @click.pass_context
-def search_cmd(ctx, dataset, split, modes, limit_queries, fusion, semantic_weight, prf_docs, cache_dir, as_json):
+def search_cmd(ctx, dataset, split, modes, limit_queries, fusion, semantic_weight, prf_docs, expand_docs, cache_dir,
+               as_json):
     """nDCG@10, Recall@100, MRR@10 and latency per search mode."""
     from doclane.local.eval import search
 
-    options = {k: v for k, v in (("fusion", fusion), ("semantic_weight", semantic_weight), ("prf_docs", prf_docs))
-               if v is not None}
+    options = {k: v for k, v in (("fusion", fusion), ("semantic_weight", semantic_weight), ("prf_docs", prf_docs),
+                                 ("expand_docs", expand_docs)) if v is not None}
     report = search.evaluate(dataset, split=split, modes=modes or search.MODES, cache_dir=_cache_dir(ctx, cache_dir),
                              limit_queries=limit_queries, progress=_progress(as_json), **options)
     _emit(report, search.render, as_json)

@@ -87,13 +87,17 @@ def _ingest(data: BeirSet, embedder: CachedEmbedder, path: Path, progress, optio
 
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
+    from doclane.functions.settings import load as load_settings
+
     tokenizer = model_path()
+    chunk_tokens = load_settings().chunk_tokens  # as the index function chunks (DOCLANE_CHUNK_TOKENS)
     t0 = time.perf_counter()
     chunked = {}
     for doc_id, (title, text) in data.corpus.items():
         body = f"{title}\n\n{text}" if title else text
         doc = ParsedDocument(markdown=f"# {title}\n\n{text}" if title else text, text=body, title=title or None)
-        chunked[doc_id] = chunking.chunk(doc, doc_id, tokenizer, max_tokens=embedder.max_tokens)
+        chunked[doc_id] = chunking.chunk(doc, doc_id, tokenizer, max_tokens=embedder.max_tokens,
+                                         chunk_tokens=chunk_tokens)
     chunk_s = time.perf_counter() - t0
     texts = [c.text for chunks in chunked.values() for c in chunks]
     progress(f"{len(chunked)} documents, {len(texts)} chunks; embedding what the cache lacks")

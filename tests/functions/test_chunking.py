@@ -63,6 +63,23 @@ def test_long_text_without_docling_is_windowed_with_overlap():
     assert "€4.904,941495 " in chunks[-1].text and "käse1493" in chunks[-1].text  # original spelling
 
 
+def test_windows_after_the_first_carry_the_title_within_the_limit():
+    text = "Troponin after infarction\n\n" + _words(600)
+    doc = ParsedDocument(markdown=text, text=text, title="Troponin after infarction")
+    chunks = chunk(doc, "long", max_tokens=256, chunk_tokens=96)
+    assert len(chunks) > 3
+    assert chunks[0].text.startswith("Troponin after infarction\n\ninvoice0")  # the title once, as written
+    assert all(c.text.startswith("Troponin after infarction\n") for c in chunks[1:])
+    assert all(count_tokens(c.text) <= 256 for c in chunks)
+    own = [c.text.removeprefix("Troponin after infarction\n") for c in chunks[1:]]
+    assert all(count_tokens(t) <= 96 for t in own)  # the chunk's own text keeps its size
+    # a title too long to fit beside a window is left out, not cut
+    long_title = " ".join(["interminable"] * 200)
+    no_room = chunk(ParsedDocument(markdown=text, text=text, title=long_title), "t", max_tokens=128, chunk_tokens=96)
+    assert not any("interminable" in c.text for c in no_room)
+    assert all(count_tokens(c.text) <= 128 for c in no_room)
+
+
 def test_a_single_endless_word_still_fits():
     text = "x" * 5000
     chunks = chunk(ParsedDocument(markdown=text, text=text), "blob", max_tokens=32)

@@ -349,8 +349,31 @@ def test_pseudo_relevance_feedback_moves_the_query_towards_the_top_document(tmp_
                 == [h.document_id for h in _toy(tmp_path / "x", docs).search("alpha", _unit(1), mode=mode).hits])
 
 
+def test_keyword_feedback_finds_a_document_in_the_words_of_the_top_ones(tmp_path):
+    """`synonym` shares no word with the query, only with the documents that
+    match it: without feedback keyword search cannot see it; with feedback
+    (RM3) it comes back, below the documents that match the query itself,
+    and the expansion never loses the original matches or their order."""
+    docs = {
+        "direct": [("myocardial infarction raises troponin levels in serum", _unit(1))],
+        "direct2": [("myocardial infarction patients had high troponin", _unit(1, 1))],
+        "synonym": [("heart attack survivors show troponin elevation", _unit(0, 1))],
+        "other": [("quarterly revenue grew in the retail segment", _unit(0, 0, 1))],
+    }
+    plain = _toy(tmp_path / "plain", docs, expand_docs=0).search("myocardial infarction", None, mode="keyword")
+    assert [h.document_id for h in plain.hits] == ["direct", "direct2"] or \
+        [h.document_id for h in plain.hits] == ["direct2", "direct"]
+    expanded = _toy(tmp_path / "rm3", docs, expand_docs=2).search("myocardial infarction", None, mode="keyword")
+    ranked = [h.document_id for h in expanded.hits]
+    assert set(ranked[:2]) == {"direct", "direct2"} and ranked[2] == "synonym" and "other" not in ranked
+    # snippets still mark the user's words, not the expansion's
+    assert "<mark>" in expanded.hits[0].snippet and "troponin</mark>" not in expanded.hits[0].snippet
+
+
 def test_fusion_and_feedback_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="fusion"):
         EmbeddedIndex(tmp_path / "a.db", fusion="mean")
     with pytest.raises(ConfigError, match="prf"):
         EmbeddedIndex(tmp_path / "a.db", prf_docs=-1)
+    with pytest.raises(ConfigError, match="expand"):
+        EmbeddedIndex(tmp_path / "a.db", expand_weight=1.0)
