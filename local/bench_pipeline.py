@@ -63,18 +63,21 @@ def sequential_floor(docs: list[tuple[str, bytes]], scratch: Path) -> dict:
     from doclane.functions.adapters.embedded_index import EmbeddedIndex
     from doclane.functions.adapters.heuristic_extractor import HeuristicExtractor
     from doclane.functions.ports import IndexedDocument
+    from doclane.functions.settings import load as load_settings
 
     embedder = minilm.shared()
     cats = categories.load()
     classifier, extractor = EmbeddedClassifier(embedder, cats), HeuristicExtractor(cats)
     index = EmbeddedIndex(scratch / "floor-index.sqlite")
     tokenizer = minilm.model_path()
+    chunk_tokens = load_settings().chunk_tokens  # as the index function chunks
 
     def one(i: int, name: str, data: bytes) -> None:
         parsed = parser.parse(data, name)
         category = classifier.classify(parsed, name).category
         fields = {k: f.value for k, f in extractor.extract(parsed, category).items()}
-        chunks = chunking.chunk(parsed, f"d{i}", tokenizer, max_tokens=embedder.max_tokens)
+        chunks = chunking.chunk(parsed, f"d{i}", tokenizer, max_tokens=embedder.max_tokens,
+                                chunk_tokens=chunk_tokens)
         index.upsert(IndexedDocument(f"d{i}", name, category, fields, "2024-01-01T00:00:00+00:00"),
                      chunks, embedder.embed([c.text for c in chunks]))
 
@@ -198,9 +201,17 @@ def _workers(pid: int) -> list:
     import psutil
 
     try:
-        return [p for p in psutil.Process(pid).children() if "doclane.local.worker" in p.cmdline()]
+        children = psutil.Process(pid).children()
     except psutil.Error:
         return []
+    workers = []
+    for p in children:
+        try:
+            if "doclane.local.worker" in p.cmdline():
+                workers.append(p)
+        except psutil.Error:  # one that exited (a zombie until reaped) is no worker; the others still are
+            continue
+    return workers
 
 
 def _wait(ready: Callable[[], bool], timeout: float, what: str) -> None:

@@ -113,12 +113,7 @@ class Runtime:
             threading.Thread(target=self.minio.run, args=(self.stop_event,), name="minio-amqp", daemon=True).start()
 
     def _watch(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.watcher.scan()
-            except Exception:
-                log.exception("inbox scan failed; trying again")
-            self.stop_event.wait(0.5)
+        self.watcher.run(self.stop_event)
 
     def run(self, console: bool = True) -> None:
         self.start()

@@ -70,3 +70,28 @@ def test_bus_section_against_rabbitmq_and_raw_pika(monkeypatch):
 def test_only_refuses_unknown_sections():
     result = CliRunner().invoke(main, ["bench", "--only", "xyz"])
     assert result.exit_code == 2 and "--only takes letters of abcdef" in result.output
+
+
+def test_a_worker_that_exited_does_not_hide_the_live_ones():
+    """The scale-to-zero wait asks which function processes are left: one that
+    exited and is not reaped yet (a zombie) once made the answer "none"."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from doclane.local.bench_pipeline import _workers
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "doclane.local.worker", "x"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass", "doclane.local.worker", "y"])
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(gone.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p.pid for p in _workers(os.getpid())] == [alive.pid]
+    finally:
+        alive.kill()
+        alive.wait()
+        gone.wait()

@@ -1,5 +1,9 @@
+import logging
 import os
+import threading
 import time
+
+import pytest
 
 from doclane.events import codec
 from doclane.events.bus import Trigger
@@ -86,3 +90,102 @@ def test_lost_watcher_state_is_still_exactly_once(tmp_path):
     fresh = FolderWatcher(inbox, bus, tmp_path / "other-state.sqlite", settle_seconds=0.2)
     scan_until_quiet(fresh)
     assert drain(bus) == []
+
+
+# --------------------------------------------------------------------------- file system events (inotify)
+def running(tmp_path, settle=60.0, folders=()):
+    """A watcher whose settle wait (60 s) cannot explain anything a test
+    sees within its few seconds: only the close and rename events can."""
+    bus, inbox, watcher = setup(tmp_path, settle=settle)
+    for folder in folders:  # there before the watch starts: no race with the watch of a new folder
+        (inbox / folder).mkdir()
+    if not watcher.watch_events():  # run() keeps the observer started here
+        watcher.close()
+        pytest.skip("no native file system events here (inotify)")
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    return bus, inbox, watcher, lambda: (stop.set(), thread.join(5), watcher.close())
+
+
+def wait_for(bus, n, seconds=5.0):
+    out, end = [], time.monotonic() + seconds
+    while len(out) < n and time.monotonic() < end:
+        out += drain(bus)
+        time.sleep(0.05)
+    return out
+
+
+def test_a_file_closed_after_writing_is_taken_without_the_settle_wait(tmp_path):
+    bus, inbox, watcher, stop = running(tmp_path, folders=("sub",))
+    try:
+        (inbox / "a.md").write_bytes(b"# one")
+        (inbox / "sub" / "b.md").write_bytes(b"# two")
+        recs = wait_for(bus, 2)
+        assert sorted(r["s3"]["object"]["key"] for r in recs) == ["a.md", "sub%2Fb.md"]
+        assert {r["eventName"] for r in recs} == {"s3:ObjectCreated:Put"}
+        (inbox / "a.md").write_bytes(b"# one, changed")  # a new version: notified again, once
+        (rec,) = wait_for(bus, 1)
+        assert rec["s3"]["object"]["key"] == "a.md" and rec["s3"]["object"]["size"] == len(b"# one, changed")
+        time.sleep(0.5)
+        assert drain(bus) == []
+    finally:
+        stop()
+
+
+def test_a_file_renamed_into_the_inbox_is_taken_without_the_settle_wait(tmp_path):
+    bus, inbox, watcher, stop = running(tmp_path)
+    outside = tmp_path / "elsewhere.md"
+    try:
+        (inbox / ".c.md.part").write_bytes(b"# three")  # hidden while written
+        os.replace(inbox / ".c.md.part", inbox / "c.md")
+        outside.write_bytes(b"# four")  # from outside the watched folder
+        os.replace(outside, inbox / "d.md")
+        recs = wait_for(bus, 2)
+        assert sorted(r["s3"]["object"]["key"] for r in recs) == ["c.md", "d.md"]
+    finally:
+        stop()
+
+
+def test_a_file_still_open_for_writing_is_not_taken_until_closed(tmp_path):
+    bus, inbox, watcher, stop = running(tmp_path)
+    try:
+        with open(inbox / "slow.pdf", "wb") as fh:
+            for _ in range(15):  # 1.5 s of writing, then 1 s open and idle
+                fh.write(b"x" * 1000)
+                fh.flush()
+                time.sleep(0.1)
+            time.sleep(1.0)
+            assert drain(bus) == []
+            # another process reading it meanwhile (a close without writing) does not make it complete
+            (inbox / "slow.pdf").read_bytes()
+            time.sleep(0.5)
+            assert drain(bus) == []
+        (rec,) = wait_for(bus, 1)
+        assert rec["s3"]["object"]["key"] == "slow.pdf" and rec["s3"]["object"]["size"] == 15000
+    finally:
+        stop()
+
+
+def test_without_file_system_events_the_settle_wait_still_takes_a_file(tmp_path, monkeypatch, caplog):
+    """The observer failing to start (e.g. inotify's limits) leaves the scan."""
+    import watchdog.observers
+
+    def InotifyObserver(**kw):  # noqa: N802 (named as the class it stands for)
+        raise OSError(24, "inotify instance limit reached")
+
+    monkeypatch.setattr(watchdog.observers, "Observer", InotifyObserver)
+    bus, inbox, watcher = setup(tmp_path, settle=0.3)
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    with caplog.at_level(logging.WARNING, logger="doclane.watcher"):
+        thread.start()
+        try:
+            (inbox / "e.md").write_bytes(b"# five")
+            (rec,) = wait_for(bus, 1, seconds=5)
+            assert rec["s3"]["object"]["key"] == "e.md"
+        finally:
+            stop.set()
+            thread.join(5)
+            watcher.close()
+    assert "no file system events" in caplog.text and "instance limit" in caplog.text
