@@ -34,9 +34,11 @@ def chunk(doc: ParsedDocument, document_id: str, tokenizer_path: str | None = No
     `chunk_tokens` (default: `max_tokens`) is the size of a chunk's own text.
     Like HybridChunker's heading path, a window of plain text after the first
     carries the document's title as context ("Title\nwindow"), within
-    `max_tokens`: a passage that never names its subject still matches a
-    query about it (SciFact, docs/QUALITY.md: semantic nDCG@10 .666 -> .697
-    with 128-token windows and the title)."""
+    `max_tokens` (so only when `chunk_tokens` leaves room for it): a passage
+    that never names its subject still matches a query about it (SciFact,
+    docs/QUALITY.md: semantic nDCG@10 .652 -> .680 on the held-out test
+    qrels with 128-token windows and the title, but hybrid nDCG@10 fell
+    .736 -> .722, so the pipeline's default stays 256 tokens)."""
     if tokenizer_path is None:
         from doclane.functions.adapters.minilm import model_path
 

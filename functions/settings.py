@@ -101,9 +101,10 @@ class Settings(BaseSettings):
     search_semantic_weight: float = Field(0.5, ge=0.0, le=1.0)  # the semantic side's weight in minmax/zscore
     search_prf_docs: int = Field(0, ge=0)  # >0: pseudo-relevance feedback from that many top documents
     # keyword pseudo-relevance feedback (RM3): expand a query with words of its top documents; 0: off
-    search_expand_docs: int = Field(10, ge=0)
-    # tokens of a chunk's own text (within the embedder's limit); plain-text windows also carry the title
-    chunk_tokens: int = Field(128, ge=16, le=512)
+    # (SciFact: recall up, held-out nDCG@10 down, so off by default; docs/QUALITY.md)
+    search_expand_docs: int = Field(0, ge=0)
+    # tokens of a chunk's own text (within the embedder's 256); below 256, plain-text windows also carry the title
+    chunk_tokens: int = Field(256, ge=16, le=512)
     webhook_urls: str = ""  # comma-separated; registered at start
     webhook_secret: str | None = None  # whsec_...; generated and kept in data_dir when empty
     webhook_timeout: float = Field(10.0, gt=0)

@@ -34,7 +34,7 @@ SECTIONS = "abcdef"
 
 
 def run(only: str = SECTIONS, *, quick: bool = False, repeat: int | None = None, corpus_dir: Path | None = None,
-        progress: Callable[[str], None] = print) -> dict:
+        docs: int | None = None, progress: Callable[[str], None] = print) -> dict:
     repeat = repeat or (1 if quick else 3)
     report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": quick,
                     "repeat": repeat, "machine": machine()}
@@ -44,7 +44,7 @@ def run(only: str = SECTIONS, *, quick: bool = False, repeat: int | None = None,
             from doclane.local import bench_pipeline
 
             progress("a/e/f: pipeline through doclane up, then the sequential floor")
-            report["pipeline"] = bench_pipeline.pipeline(corpus_dir, 3 if quick else 20, scratch, progress)
+            report["pipeline"] = bench_pipeline.pipeline(corpus_dir, docs or (3 if quick else 20), scratch, progress)
         if "b" in only:
             progress("b: event bus")
             report["bus"] = bus(200 if quick else 2000, repeat, scratch)
@@ -310,9 +310,10 @@ def plots(r: dict, folder: Path) -> list[Path]:
 @click.option("--repeat", type=int, help="Runs per figure, their median reported [3, quick 1]")
 @click.option("--corpus", "corpus_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Files for (a), topped up with synthetic Markdown documents [synthetic only]")
+@click.option("--docs", type=click.IntRange(1), help="Documents in (a)'s corpus [20, quick 3]")
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False, path_type=Path), help="Write PNG plots here")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables")
-def bench(only, quick, repeat, corpus_dir, plot_dir, as_json):
+def bench(only, quick, repeat, corpus_dir, docs, plot_dir, as_json):
     """Throughput, latency, cold start and memory, beside their floors."""
     chosen = "".join(c for c in only.lower() if c in SECTIONS)
     if not chosen:
@@ -320,7 +321,7 @@ def bench(only, quick, repeat, corpus_dir, plot_dir, as_json):
     say = (lambda s: click.echo(s, err=True)) if as_json else click.echo
     # bench_bus prints its own lines: with --json they go to stderr, stdout stays one JSON object
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        report = run(chosen, quick=quick, repeat=repeat, corpus_dir=corpus_dir, progress=say)
+        report = run(chosen, quick=quick, repeat=repeat, corpus_dir=corpus_dir, docs=docs, progress=say)
     if plot_dir:
         report["plots"] = [str(p) for p in plots(report, plot_dir)]
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
