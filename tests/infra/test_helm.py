@@ -236,3 +236,31 @@ def test_a_broken_render_is_reported(default, mutate):
     mutate(broken)
     assert schema_problems(broken) + workload_problems(broken) + scaling_problems(broken, broker="doclane"), \
         mutate.__name__
+
+
+def test_every_pod_is_found_by_the_annotation_scrape_job(default):
+    """The pods carry the annotations infra/prometheus/prometheus.yml's
+    `doclane-annotated` job keeps and rewrites: scrape "true" (its keep
+    regex), the port of the container's `http` port (which serves /metrics
+    beside /healthz) and the path. Off by value, for a PodMonitor set-up."""
+    from pathlib import Path
+
+    job = next(j for j in yaml.safe_load((Path(CHART).parents[1] / "prometheus" / "prometheus.yml").read_text())
+               ["scrape_configs"] if j["job_name"] == "doclane-annotated")
+    sources = {label: rule for rule in job["relabel_configs"] for label in rule["source_labels"]}
+    keep = sources["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+    assert keep["action"] == "keep"
+    assert "__meta_kubernetes_pod_annotation_prometheus_io_port" in sources
+    assert sources["__meta_kubernetes_pod_annotation_prometheus_io_path"]["target_label"] == "__metrics_path__"
+    deployments = of_kind(default, "Deployment")
+    assert set(workers(default)) == set(STAGES) and "doclane-api" in deployments
+    for name, d in deployments.items():
+        template = d["spec"]["template"]
+        notes = template["metadata"]["annotations"]
+        http = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}["http"]
+        assert notes["prometheus.io/scrape"] == keep["regex"] == "true", name
+        assert notes["prometheus.io/port"] == str(http), name
+        assert notes["prometheus.io/path"] == "/metrics", name
+    off = render(merged({"metrics": {"scrapeAnnotations": False}}))
+    assert not any(k.startswith("prometheus.io/") for d in of_kind(off, "Deployment").values()
+                   for k in d["spec"]["template"]["metadata"]["annotations"])
