@@ -51,6 +51,10 @@ def _settle(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_attempts: 
         limits.check_event_size(len(delivery.body), ctx.settings)  # before parsing it
         event = codec.loads(delivery.body)
         hop.begin(event)
+        if _handled_before(fn, event, ctx):
+            log.info("%s already handled %s (%s): duplicate delivery acknowledged", fn.name, event["type"], event["id"])
+            bus.ack(delivery)
+            return "ok"
         if delivery.attempt > max_attempts:
             raise _Exhausted(f"gave up after {delivery.attempt - 1} attempts (the worker died or timed out each time)")
         outputs = invoke(fn, event, ctx)
@@ -58,6 +62,7 @@ def _settle(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_attempts: 
             publish = getattr(bus, "publish_many", None)
             publish(outputs) if publish else [bus.publish(o) for o in outputs]
             progress.announce(ctx, outputs)  # live progress (Redis pub/sub when configured)
+        _record_handled(fn, event, ctx)
         bus.ack(delivery)
         return "ok"
     except (InvalidEvent, Permanent, _Exhausted) as exc:
@@ -75,6 +80,27 @@ def _settle(bus: EventBus, fn: Function, delivery: Delivery, ctx, max_attempts: 
         _fail_document(bus, fn, event, reason, ctx, hop)
         return "dead"
     return "retry"
+
+
+def _handled_before(fn: Function, event: CloudEvent, ctx) -> bool:
+    """Whether `fn` already handled this event id to the end (outputs
+    published). Delivery is at least once: a publisher that could not record
+    its publish (the store was down) publishes again, and a broker redelivers
+    what was not acked. Outputs have deterministic ids, so a repeat emits
+    nothing new, but it would still redo the handler's writes, e.g. set a
+    document that has since been indexed back to "classified", where it
+    would stay. Asked of the metadata store (its `seen`); a store without
+    that record (or a context without a store) treats every delivery as new."""
+    seen = getattr(getattr(ctx, "metadata", None), "seen", None)
+    return bool(seen and seen(f"handled:{fn.name}", event["id"]))
+
+
+def _record_handled(fn: Function, event: CloudEvent, ctx) -> None:
+    """After the outputs are published, before the ack: a crash in between
+    means one more run of the handler (idempotent), never a lost event."""
+    mark = getattr(getattr(ctx, "metadata", None), "mark_seen", None)
+    if mark:
+        mark(f"handled:{fn.name}", event["id"])
 
 
 class _Exhausted(Exception):

@@ -83,6 +83,39 @@ def test_exhausted_deliveries_are_not_run_again(context):
     assert context.metadata.get("d1").status == "failed"
 
 
+def test_a_repeated_delivery_of_a_handled_event_does_not_run_it_again(context):
+    """Delivery is at least once: here the same uploaded event (same id)
+    arrives again after its document went on to be indexed, as when a
+    publisher could not record its publish while the store was down and
+    published again (seen in the PostgreSQL chaos scenario). Running the
+    handler again would set the document back to "classified", and its
+    outputs, already published, would be dropped as duplicates: stuck.
+    The second delivery is acknowledged without running the handler."""
+    register(context)
+    event = new_event("document.uploaded", {"document_id": "d1", "bucket": "inbox", "key": "a.pdf",
+                                            "filename": "a.pdf", "size": 3, "sha256": "0" * 64},
+                      subject="d1", source="test")
+    ran = []
+
+    def classify(event, data, ctx):
+        ran.append(event["id"])
+        ctx.metadata.update("d1", status="classified")
+        return []
+
+    fn = load("classify")
+    probe = type(fn)(**{**fn.__dict__, "handle": classify})
+    context.bus.enqueue_raw("classify", codec.dumps(event))
+    assert binding.consume(context.bus, probe, context, idle_seconds=0.2) == 1
+    context.metadata.update("d1", status="indexed")  # the rest of the pipeline ran
+    context.bus.enqueue_raw("classify", codec.dumps(event))  # the same event again
+    assert binding.consume(context.bus, probe, context, idle_seconds=0.2) == 1  # settled (acknowledged)
+    assert ran == [event["id"]]
+    assert context.metadata.get("d1").status == "indexed"
+    assert context.bus.dead_letters("classify") == []
+    # another function handling the same event id is not affected
+    assert not context.metadata.seen("handled:extract", event["id"])
+
+
 def test_consume_stops_when_asked(context):
     stop = threading.Event()
     t = threading.Thread(target=binding.consume, args=(context.bus, load("ingest"), context), kwargs={"stop": stop})
