@@ -43,8 +43,8 @@ def handle(event: CloudEvent, data: DocumentUploadedV1, ctx) -> list[CloudEvent]
     key = parsed_key(doc_id, data.sha256)
     save_parsed(ctx, key, parsed)
     result = ctx.classifier.classify(parsed, data.filename)
-    ctx.metadata.update(doc_id, status="classified", category=result.category,
-                        category_confidence=round(result.confidence, 4), error=None)
+    ctx.metadata.advance(doc_id, "classified", category=result.category,
+                         category_confidence=round(result.confidence, 4), error=None)
     return [derive(event, "document.classified", {
         "document_id": doc_id, "filename": data.filename, "category": result.category,
         "confidence": round(result.confidence, 4), "classifier": result.classifier,

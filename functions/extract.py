@@ -23,7 +23,7 @@ def handle(event: CloudEvent, data: DocumentClassifiedV1, ctx) -> list[CloudEven
     parsed = require_parsed(ctx, data.parsed_key)
     category = data.category if data.category in ctx.categories.names else "other"
     fields = fields_json(ctx.extractor.extract(parsed, category))
-    ctx.metadata.update(doc_id, status="extracted", fields=fields)
+    ctx.metadata.advance(doc_id, "extracted", fields=fields)
     return [derive(event, "document.extracted", {
         "document_id": doc_id, "filename": data.filename, "category": category,
         "fields": fields, "parsed_key": data.parsed_key, "batch_id": data.batch_id,

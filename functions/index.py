@@ -41,7 +41,7 @@ def _index(event: CloudEvent, data: DocumentExtractedV1, ctx) -> list[CloudEvent
         document_id=doc_id, filename=data.filename, category=data.category, fields=fields,
         created_at=record.created_at or datetime.now(timezone.utc).isoformat(),
     ), chunks, vectors)
-    ctx.metadata.update(doc_id, status="indexed", error=None)
+    ctx.metadata.advance(doc_id, "indexed", error=None)
     return [derive(event, "document.indexed", {
         "document_id": doc_id, "filename": data.filename, "category": data.category,
         "chunks": len(chunks), "fields": fields, "batch_id": data.batch_id,

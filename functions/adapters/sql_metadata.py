@@ -27,6 +27,7 @@ from doclane.functions.ports import DocumentRecord, Webhook
 
 STATUSES = ("uploaded", "classified", "extracted", "indexed", "failed")
 FINAL_STATUSES = ("indexed", "failed")
+_PIPELINE = ("uploaded", "classified", "extracted", "indexed")  # the stages' statuses, in order
 _UPDATABLE = frozenset({
     "bucket", "key", "filename", "content_type", "size", "sha256", "status",
     "category", "category_confidence", "fields", "error", "batch_id",
@@ -182,6 +183,24 @@ class SqlMetadata(ABC):
         return _record(row) if row else None
 
     def update(self, document_id: str, **changes: Any) -> DocumentRecord:
+        return self._update(document_id, changes)
+
+    def advance(self, document_id: str, status: str, **changes: Any) -> DocumentRecord:
+        """A pipeline stage's update: set `status` (one of uploaded,
+        classified, extracted, indexed) and `changes`, unless the document is
+        already further along, in one statement. Delivery is at least once,
+        so a stage may run again on an event whose outputs were already
+        published and handled downstream (its retry after the store failed
+        between the two); it must not set an indexed document back to
+        "classified", where nothing would move it on. "failed" is not further
+        along: a replayed dead letter moves a failed document on again.
+        Returns the record as it is now (unchanged when it was further)."""
+        if status not in _PIPELINE:
+            raise InvalidChange(f"{status!r} is not a pipeline stage's status: use one of {', '.join(_PIPELINE)}")
+        return self._update(document_id, {**changes, "status": status},
+                            unless=_PIPELINE[_PIPELINE.index(status) + 1:])
+
+    def _update(self, document_id: str, changes: dict[str, Any], unless: tuple[str, ...] = ()) -> DocumentRecord:
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise InvalidChange(
@@ -193,14 +212,15 @@ class SqlMetadata(ABC):
         if "fields" in changes:
             changes["fields"] = json.dumps(changes["fields"] or {}, default=str)
         assignments = "".join(f'"{c}" = ?, ' for c in changes)
+        guard = f" AND status NOT IN ({', '.join('?' for _ in unless)})" if unless else ""
         with self._transaction(write=True) as tx:
             cursor = tx.execute(
-                f"UPDATE documents SET {assignments}updated_at = ? WHERE document_id = ?",
-                [*changes.values(), utc_now(), document_id],
+                f"UPDATE documents SET {assignments}updated_at = ? WHERE document_id = ?{guard}",
+                [*changes.values(), utc_now(), document_id, *unless],
             )
-            if cursor.rowcount == 0:
-                raise NotFound(f"no document {document_id!r} in the metadata store")
             row = tx.one(f"{_DOC_SELECT} WHERE document_id = ?", (document_id,))
+            if cursor.rowcount == 0 and row is None:
+                raise NotFound(f"no document {document_id!r} in the metadata store")
         assert row is not None
         return _record(row)
 

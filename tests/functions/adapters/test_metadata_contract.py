@@ -31,7 +31,7 @@ from cloudevents.http import CloudEvent
 from doclane.functions.adapters import sql_migrations
 from doclane.functions.adapters.metadata import open_metadata
 from doclane.functions.adapters.postgres_metadata import PostgresMetadata
-from doclane.functions.adapters.sql_metadata import SqlMetadata
+from doclane.functions.adapters.sql_metadata import InvalidChange, SqlMetadata
 from doclane.functions.adapters.sqlite_metadata import SqliteMetadata
 from doclane.functions.errors import ConfigError, NotFound, Permanent, Retryable
 from doclane.functions.ports import DocumentRecord, Webhook
@@ -367,6 +367,26 @@ def test_function_idempotency_records(store):
     store.mark_seen("classify", "e1")
     assert store.seen("classify", "e1") and not store.seen("extract", "e1")
     assert store.first_time("extract", "e1") is True and store.first_time("extract", "e1") is False
+
+
+def test_a_stage_never_sets_a_document_back(store):
+    """`advance`, the stages' update: a stage that runs again on an old event
+    (at-least-once delivery) must not move an indexed document back to
+    "classified", where nothing would move it on; a failed one moves on."""
+    store.register(doc("d1", status="uploaded"))
+    assert store.advance("d1", "classified", category="invoice").status == "classified"
+    assert store.advance("d1", "indexed", error=None).status == "indexed"
+    again = store.advance("d1", "classified", category="contract")  # the stale repeat
+    assert again.status == "indexed" and again.category == "invoice"  # nothing changed
+    assert store.advance("d1", "indexed").status == "indexed"  # the same stage again is fine
+    store.update("d1", status="failed", error="boom")
+    assert store.advance("d1", "extracted", error=None).status == "extracted"  # a replayed dead letter
+    store.update("d1", status="uploaded")  # reprocess starts over
+    assert store.advance("d1", "classified").status == "classified"
+    with pytest.raises(NotFound):
+        store.advance("nope", "classified")
+    with pytest.raises(InvalidChange, match="pipeline"):
+        store.advance("d1", "failed")
 
 
 def test_concurrent_claims_and_registrations_have_one_winner(backend):
