@@ -27,11 +27,11 @@ def test_quick_bench_runs_every_section(tmp_path, monkeypatch, fixtures):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "AzureInterior.pdf").write_bytes((fixtures / "invoices" / "AzureInterior.pdf").read_bytes())
-    report = _bench("--corpus", str(corpus), "--plots", str(tmp_path / "plots"))
+    report = _bench("--corpus", str(corpus), "--docs", "4", "--plots", str(tmp_path / "plots"))
 
     pipeline = report["pipeline"]
     up, floor = pipeline["up"], pipeline["floor"]
-    assert up["documents"] == floor["documents"] == 3 and up["failed"] == 0
+    assert up["documents"] == floor["documents"] == 4 and up["failed"] == 0  # --docs: the PDF and 3 generated
     assert up["docs_per_s"] > 0 and floor["docs_per_s"] > 0
     assert pipeline["ratio_floor_over_up"] == pytest.approx(floor["docs_per_s"] / up["docs_per_s"])
     cold = up["cold_start"]

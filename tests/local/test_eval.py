@@ -49,6 +49,11 @@ def test_search_on_a_toy_that_every_mode_gets_right(tmp_path):
     again = _cli("eval", "search", "--dataset", str(dataset), "--cache-dir", str(cache), "--json", "--mode", "keyword")
     assert list(again["modes"]) == ["keyword"]
     assert again["index"]["embedded"] == 0 and again["index"]["from_cache"] == report["index"]["chunks"]
+    # the index's options reach the index, e.g. keyword feedback (RM3); the toy stays right with it
+    expanded = _cli("eval", "search", "--dataset", str(dataset), "--cache-dir", str(cache), "--json",
+                    "--mode", "keyword", "--expand-docs", "2")
+    assert expanded["index"]["options"] == {"expand_docs": 2}
+    assert expanded["modes"]["keyword"]["ndcg@10"] == 1.0
 
 
 def test_search_names_what_a_beir_folder_lacks(tmp_path):
