@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     session_secret: str | None = None  # signs dashboard cookies; generated into data_dir when empty
     session_secure: bool = True  # Secure cookies (browsers accept them from http://127.0.0.1 and localhost)
     function_token: str | None = None  # shared Bearer token for stage functions' own CloudEvents apps
-    ws_port: int = Field(0, ge=0, le=65535)  # WebSocket port of `doclane up`; 0 = the HTTP port + 1
+    ws_port: int = Field(0, ge=0, le=65535)  # WebSocket port of `doclane up`; 0 = the HTTP port + 1 (else any free)
 
     @field_validator("amqp_url", "database_url", "s3_endpoint_url", "s3_bucket", "opensearch_url",
                      "ollama_host", "redis_url", "broker_url", "k_sink", "bus", "categories", "webhook_secret", "s3_artefact_bucket",

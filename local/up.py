@@ -90,16 +90,23 @@ class Runtime:
         return secret
 
     def _websocket(self):
-        """The WebSocket server beside waitress (functions/dashboard/ws.py says why);
-        a port that is taken only turns the WebSocket off."""
+        """The WebSocket server beside waitress (functions/dashboard/ws.py says why),
+        on DOCLANE_WS_PORT, else on the HTTP port + 1, else (that one is taken:
+        with an ephemeral HTTP port, by anything on the machine) on any free
+        port: the pages learn it from `doclane.ws_url`. Only a DOCLANE_WS_PORT
+        that is taken turns the WebSocket off (pages fall back to Server-Sent Events)."""
         from doclane.functions.dashboard.ws import websocket_server
 
         port = self.settings.ws_port or int(self.server.effective_port) + 1
         try:
             server = websocket_server(self.app, self.context, self.settings.host, port)
         except OSError as exc:
-            log.warning("no WebSocket on port %d (%s): set DOCLANE_WS_PORT; pages use Server-Sent Events", port, exc)
-            return None
+            if self.settings.ws_port:
+                log.warning("no WebSocket on DOCLANE_WS_PORT %d (%s); pages use Server-Sent Events", port, exc)
+                return None
+            server = websocket_server(self.app, self.context, self.settings.host, 0)
+            log.info("WebSocket on port %d: the HTTP port + 1 (%d) is taken (%s)",
+                     server.socket.getsockname()[1], port, exc)
         self.app.config["doclane.ws_url"] = f"ws://{self.settings.host}:{server.socket.getsockname()[1]}"
         return server
 

@@ -46,3 +46,47 @@ def test_in_process_runtime_indexes_a_dropped_file(settings):
     finally:
         runtime.stop_event.set()
         thread.join(30)
+
+
+def _port_pair() -> tuple[int, socket.socket]:
+    """A free port P whose next port P + 1 we hold (bound and listening)."""
+    for _ in range(50):
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1] - 1
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            held.close()
+            continue
+        held.listen()
+        return port, held
+    raise AssertionError("no free port below a free port in 50 tries")
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_taken_websocket_port(settings, explicit):
+    """The WebSocket goes on the HTTP port + 1 by default; when that port is
+    taken (the browser test once met this: an ephemeral HTTP port's neighbour
+    in use) it moves to a free port the pages are told of. A DOCLANE_WS_PORT
+    that is taken turns the WebSocket off instead (the pages use SSE)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    port, held = _port_pair()
+    with held:
+        update = {"port": port, "ws_port": port + 1} if explicit else {"port": port}
+        runtime = Runtime(settings.model_copy(update=update), in_process=True)
+        try:
+            ws_url = runtime.app.config.get("doclane.ws_url")
+            if explicit:
+                assert runtime.ws is None and ws_url is None
+                return
+            assert ws_url and int(ws_url.rsplit(":", 1)[1]) not in (port, port + 1)
+            threading.Thread(target=runtime.ws.serve_forever, daemon=True).start()
+            with pytest.raises(InvalidStatus) as refused:  # it answers: no credentials, no WebSocket
+                connect(ws_url + "/ws/progress/b1", open_timeout=10)
+            assert refused.value.response.status_code == 401
+        finally:
+            runtime.shutdown()
