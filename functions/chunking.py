@@ -62,10 +62,7 @@ def _title_context(title: str | None, tokenizer_path: str, room: int) -> str | N
     title = " ".join((title or "").split())
     if not title or room <= 0:
         return None
-    hf = _chunker(tokenizer_path, 256).tokenizer.tokenizer
-    with _lock:
-        n = len(hf(title, add_special_tokens=False, verbose=False)["input_ids"])
-    return title if n <= room else None
+    return title if count_tokens(title, tokenizer_path) - SPECIAL_TOKENS <= room else None
 
 
 def count_tokens(text: str, tokenizer_path: str | None = None, max_tokens: int = 256) -> int:

@@ -46,7 +46,7 @@ def eval_group():
 @click.option("--fusion", type=click.Choice(["minmax", "zscore", "rrf"]), help="Hybrid fusion [the index's default]")
 @click.option("--semantic-weight", type=float, help="Min-max/z-score fusion weight of the semantic side [0.5]")
 @click.option("--prf-docs", type=int, help="Pseudo-relevance feedback from the N top documents [0: off]")
-@click.option("--expand-docs", type=int, help="Keyword feedback (RM3) from the N top keyword documents [0: off]")
+@click.option("--expand-docs", type=click.IntRange(0), help="Keyword feedback (RM3) from the N top keyword documents [0: off]")
 @CACHE
 @AS_JSON
 @click.pass_context
