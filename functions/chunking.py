@@ -15,11 +15,15 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import re
 import threading
 
 from doclane.functions.ports import Chunk, ParsedDocument
 
 SPECIAL_TOKENS = 2  # [CLS] ... [SEP], added by the embedder, not counted by tokenize()
+MIN_PASSAGE_CHARS = 20  # shorter "sentences" (list markers, "Results.", page numbers) get no vector of their own
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
 OVERLAP_FRACTION = 8  # fallback windows overlap by 1/8 of their length
 
 _lock = threading.Lock()
@@ -54,6 +58,35 @@ def chunk(doc: ParsedDocument, document_id: str, tokenizer_path: str | None = No
                   for i, text in enumerate(windows)]
     return [Chunk(document_id=document_id, ordinal=i, text=text, heading=heading)
             for i, (text, heading) in enumerate(pieces)]
+
+
+def passages(chunks: list[Chunk], title: str | None = None) -> list[str]:
+    """The passage view of a document: each sentence of its chunks once, with
+    the document's title (else the chunk's heading path) in front, so that a
+    sentence that never names its subject still carries it ("Title\nsentence").
+    A search vector then matches the one sentence that says what a query says,
+    not a 256-token average. Paragraphs split at blank lines, sentences at
+    ., ! or ? before a capital, a digit or an opening bracket; the embedder
+    truncates a sentence longer than its limit. SciFact (docs/QUALITY.md):
+    semantic nDCG@10 .666 by chunks alone, .698 with the passages beside them."""
+    out: list[str] = []
+    seen: set[str] = set()
+    title = " ".join((title or "").split())
+    for c in chunks:
+        context = title or (c.heading or "")
+        text = c.text.strip()
+        if context and text.startswith(context):
+            text = text[len(context):]
+        elif c.heading and text.startswith(c.heading):
+            text = text[len(c.heading):]
+        for paragraph in _PARAGRAPH.split(text):
+            for sentence in _SENTENCE.split(paragraph):
+                sentence = " ".join(sentence.split())
+                if len(sentence) < MIN_PASSAGE_CHARS or sentence in seen:
+                    continue
+                seen.add(sentence)
+                out.append(f"{context}\n{sentence}" if context else sentence)
+    return out
 
 
 def _title_context(title: str | None, tokenizer_path: str, room: int) -> str | None:

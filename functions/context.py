@@ -68,7 +68,8 @@ class Context:
 
         return EmbeddedIndex(self.settings.index_path, fusion=self.settings.search_fusion,
                              semantic_weight=self.settings.search_semantic_weight,
-                             prf_docs=self.settings.search_prf_docs,
+                             prf_docs=self.settings.search_prf_docs, prf_weight=self.settings.search_prf_weight,
+                             passage_weight=self.settings.search_passage_weight,
                              expand_docs=self.settings.search_expand_docs)
 
     @cached_property

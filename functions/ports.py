@@ -158,8 +158,11 @@ def check_search_args(mode: str, query_vector: np.ndarray | None) -> None:
 
 
 class SearchIndex(Protocol):
-    def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Replace everything indexed for doc.document_id (idempotent)."""
+    def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray,
+               passage_vectors: np.ndarray | None = None) -> None:
+        """Replace everything indexed for doc.document_id (idempotent).
+        `passage_vectors`: one per sentence (`chunking.passages`), for an
+        index that scores documents by them too; others ignore them."""
         ...
     def delete(self, document_id: str) -> None: ...
     def update_fields(self, document_id: str, category: str, fields: dict[str, Any]) -> None: ...

@@ -56,7 +56,8 @@ def sequential_floor(docs: list[tuple[str, bytes]], scratch: Path) -> dict:
     """Parse, classify, extract, chunk, embed and index each document in turn,
     in this process, with the adapters the functions use; models loaded (and
     one document run) before the clock starts."""
-    from doclane.functions import categories, chunking
+    from doclane.functions import categories
+    from doclane.functions import index as index_function
     from doclane.functions.adapters import minilm
     from doclane.functions.adapters.docling_parser import DoclingParser
     from doclane.functions.adapters.embedded_classifier import EmbeddedClassifier
@@ -69,17 +70,15 @@ def sequential_floor(docs: list[tuple[str, bytes]], scratch: Path) -> dict:
     cats = categories.load()
     classifier, extractor = EmbeddedClassifier(embedder, cats), HeuristicExtractor(cats)
     index = EmbeddedIndex(scratch / "floor-index.sqlite")
-    tokenizer = minilm.model_path()
-    chunk_tokens = load_settings().chunk_tokens  # as the index function chunks
+    settings = load_settings()  # as the index function chunks and embeds (chunk size, passages)
 
     def one(i: int, name: str, data: bytes) -> None:
         parsed = parser.parse(data, name)
         category = classifier.classify(parsed, name).category
         fields = {k: f.value for k, f in extractor.extract(parsed, category).items()}
-        chunks = chunking.chunk(parsed, f"d{i}", tokenizer, max_tokens=embedder.max_tokens,
-                                chunk_tokens=chunk_tokens)
+        chunks, vectors, passage_vectors = index_function.embed(parsed, f"d{i}", embedder, settings)
         index.upsert(IndexedDocument(f"d{i}", name, category, fields, "2024-01-01T00:00:00+00:00"),
-                     chunks, embedder.embed([c.text for c in chunks]))
+                     chunks, vectors, passage_vectors=passage_vectors)
 
     with DoclingParser() as parser:
         one(-1, "warm-up.md", synthetic_document(10_000))

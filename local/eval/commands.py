@@ -45,17 +45,21 @@ def eval_group():
 @click.option("--limit-queries", type=int, help="Only the first N judged queries")
 @click.option("--fusion", type=click.Choice(["minmax", "zscore", "rrf"]), help="Hybrid fusion [the index's default]")
 @click.option("--semantic-weight", type=float, help="Min-max/z-score fusion weight of the semantic side [0.5]")
-@click.option("--prf-docs", type=int, help="Pseudo-relevance feedback from the N top documents [0: off]")
+@click.option("--prf-docs", type=click.IntRange(0), help="Pseudo-relevance feedback from the N top documents [2; 0: off]")
+@click.option("--prf-weight", type=click.FloatRange(0), help="How far feedback moves the query vector [0.5]")
+@click.option("--passage-weight", type=click.FloatRange(0, 1),
+              help="The sentence vectors' share of a document's semantic score [0.6; 0: chunks only]")
 @click.option("--expand-docs", type=click.IntRange(0), help="Keyword feedback (RM3) from the N top keyword documents [0: off]")
 @CACHE
 @AS_JSON
 @click.pass_context
-def search_cmd(ctx, dataset, split, modes, limit_queries, fusion, semantic_weight, prf_docs, expand_docs, cache_dir,
-               as_json):
+def search_cmd(ctx, dataset, split, modes, limit_queries, fusion, semantic_weight, prf_docs, prf_weight,
+               passage_weight, expand_docs, cache_dir, as_json):
     """nDCG@10, Recall@100, MRR@10 and latency per search mode."""
     from doclane.local.eval import search
 
     options = {k: v for k, v in (("fusion", fusion), ("semantic_weight", semantic_weight), ("prf_docs", prf_docs),
+                                 ("prf_weight", prf_weight), ("passage_weight", passage_weight),
                                  ("expand_docs", expand_docs)) if v is not None}
     report = search.evaluate(dataset, split=split, modes=modes or search.MODES, cache_dir=_cache_dir(ctx, cache_dir),
                              limit_queries=limit_queries, progress=_progress(as_json), **options)

@@ -95,3 +95,25 @@ def test_docling_document_without_chunks_falls_back_to_text(parse):
 
 def test_no_text_gives_no_chunks():
     assert chunk(ParsedDocument(markdown="", text="   "), "empty") == []
+
+
+def test_passages_are_the_sentences_with_the_title_in_front():
+    from doclane.functions.chunking import passages
+    from doclane.functions.ports import Chunk
+
+    title = "Troponin after infarction"
+    chunks = [Chunk("d", 0, f"{title}\n\nTroponin rises within hours. It stays high for days (Smith et al.). Ok."),
+              Chunk("d", 1, "It stays high for days (Smith et al.). 2 of 3 patients had a second event!\n\n"
+                            "A new paragraph without a full stop")]
+    assert passages(chunks, title) == [
+        f"{title}\nTroponin rises within hours.",
+        f"{title}\nIt stays high for days (Smith et al.).",  # once, though two overlapping chunks hold it
+        f"{title}\n2 of 3 patients had a second event!",
+        f"{title}\nA new paragraph without a full stop",
+    ]  # "Ok." is too short to stand alone
+    # no title: the chunk's heading path is the context; its text does not repeat it
+    headed = [Chunk("d", 0, "Payment\nTotal due within 30 days of the invoice date.", heading="Payment")]
+    assert passages(headed, None) == ["Payment\nTotal due within 30 days of the invoice date."]
+    assert passages([Chunk("d", 0, "Plain sentence with no context at all.")]) == [
+        "Plain sentence with no context at all."]
+    assert passages([]) == []

@@ -338,7 +338,7 @@ def test_pseudo_relevance_feedback_moves_the_query_towards_the_top_document(tmp_
         "sibling": [("beta", _unit(0.5, 1))],
         "decoy": [("gamma", _unit(1, 0, 1.2))],
     }
-    plain = _toy(tmp_path, docs).search("alpha", _unit(1), mode="hybrid", limit=10)
+    plain = _toy(tmp_path, docs, prf_docs=0).search("alpha", _unit(1), mode="hybrid", limit=10)
     assert [h.document_id for h in plain.hits] == ["top", "decoy", "sibling"]
     feedback = EmbeddedIndex(tmp_path / "toy.db", prf_docs=1, prf_weight=1.0)
     moved = feedback.search("alpha", _unit(1), mode="hybrid", limit=10)
@@ -346,7 +346,8 @@ def test_pseudo_relevance_feedback_moves_the_query_towards_the_top_document(tmp_
     # feedback needs a first pass of both retrievers: keyword and semantic modes are unchanged
     for mode in ("keyword", "semantic"):
         assert ([h.document_id for h in feedback.search("alpha", _unit(1), mode=mode).hits]
-                == [h.document_id for h in _toy(tmp_path / "x", docs).search("alpha", _unit(1), mode=mode).hits])
+                == [h.document_id for h in _toy(tmp_path / "x", docs, prf_docs=0).search("alpha", _unit(1),
+                                                                                         mode=mode).hits])
 
 
 def test_keyword_feedback_finds_a_document_in_the_words_of_the_top_ones(tmp_path):
@@ -377,3 +378,78 @@ def test_fusion_and_feedback_settings_are_checked(tmp_path):
         EmbeddedIndex(tmp_path / "a.db", prf_docs=-1)
     with pytest.raises(ConfigError, match="expand"):
         EmbeddedIndex(tmp_path / "a.db", expand_weight=1.0)
+
+
+# ---------------------------------------------------------------- document-level keywords, passages, migration
+def test_keyword_scores_the_whole_document_and_shows_its_best_chunk(tmp_path):
+    """`split` holds both query words, each in a chunk of its own, as long as
+    the other documents' one chunk with one of the words: chunk by chunk all
+    four tie, as documents `split` ranks first. Each hit shows a chunk with a
+    query word, marked."""
+    docs = {
+        "split": [("alpha appears here", _unit(1)), ("zeta appears here", _unit(0, 1))],
+        "only-alpha": [("alpha appears there", _unit(0, 0, 1))],
+        "only-zeta": [("zeta appears there", _unit(0, 0, 0, 1))],
+        "none": [("nothing relevant", _unit(0, 0, 0, 0, 1))],
+    }
+    ix = _toy(tmp_path, docs)
+    result = ix.search("alpha zeta", None, mode="keyword")
+    assert [h.document_id for h in result.hits][0] == "split" and result.total == 3
+    assert all("<mark>" in h.snippet for h in result.hits)
+    assert ix.search("alpha", None, mode="keyword").hits[0].snippet.startswith("<mark>alpha</mark>")
+
+
+def test_a_sentence_vector_finds_what_the_chunk_average_hides(tmp_path):
+    """`buried`'s one chunk points away from the query, but one of its
+    passages (a sentence) points at it (.4 x 0 + .6 x .995 = .60): with passages it is the nearest
+    document, with passage_weight 0 (chunks only) it is not; its snippet is
+    still its chunk."""
+    def build(path, **options):
+        ix = EmbeddedIndex(path, prf_docs=0, **options)
+        ix.upsert(IndexedDocument("buried", "b.txt", "other", {}, "2024-01-01"), [Chunk("buried", 0, "long text")],
+                  np.stack([_unit(0, 1)]), passage_vectors=np.stack([_unit(1, 0.1), _unit(0, 0, 1)]))
+        ix.upsert(IndexedDocument("plain", "p.txt", "other", {}, "2024-01-01"), [Chunk("plain", 0, "other text")],
+                  np.stack([_unit(1, 1.5)]))  # no passages: scores by its chunk (cosine .55)
+        return ix
+    with_passages = build(tmp_path / "p.db").search("", _unit(1), mode="semantic")
+    assert [h.document_id for h in with_passages.hits] == ["buried", "plain"]
+    assert with_passages.hits[0].snippet == "long text"
+    chunks_only = build(tmp_path / "c.db", passage_weight=0.0).search("", _unit(1), mode="semantic")
+    assert [h.document_id for h in chunks_only.hits] == ["plain", "buried"]
+
+
+def test_passages_are_replaced_and_deleted_with_their_document(tmp_path):
+    import sqlite3
+
+    ix = EmbeddedIndex(tmp_path / "ix.db")
+    doc = IndexedDocument("d", "d.txt", "other", {}, "2024-01-01")
+    ix.upsert(doc, [Chunk("d", 0, "first version")], np.stack([_unit(1)]), passage_vectors=np.stack([_unit(1)] * 3))
+    ix.upsert(doc, [Chunk("d", 0, "second version")], np.stack([_unit(1)]), passage_vectors=np.stack([_unit(0, 1)]))
+    db = sqlite3.connect(tmp_path / "ix.db")
+    assert db.execute("SELECT count(*) FROM passages").fetchone()[0] == 1
+    assert [h.document_id for h in ix.search("second", None, mode="keyword").hits] == ["d"]
+    assert ix.search("first", None, mode="keyword").total == 0  # the old text left the document's keyword row
+    ix.delete("d")
+    assert [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("passages", "doc_text", "chunks")] == [0] * 3
+    assert ix.search("second", None, mode="keyword").total == 0
+    with pytest.raises(ValueError, match="passage vectors"):
+        ix.upsert(doc, [Chunk("d", 0, "x")], np.stack([_unit(1)]), passage_vectors=np.ones((2, 3), np.float32))
+
+
+def test_an_index_from_before_document_keywords_is_backfilled(tmp_path):
+    """A file written by the previous version has chunks but no doc_text rows:
+    opening it gives every document its keyword row (its chunks in order), so
+    keyword search finds it without re-indexing."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    _toy(tmp_path, {"d": [("ventricular", _unit(1)), ("fibrillation", _unit(0, 1))]}).close()
+    (tmp_path / "toy.db").rename(path)
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM doc_text")
+    db.commit()
+    assert db.execute("SELECT count(*) FROM doc_fts WHERE doc_fts MATCH 'ventricular'").fetchone()[0] == 0
+    reopened = EmbeddedIndex(path)
+    assert db.execute("SELECT text FROM doc_text WHERE document_id = 'd'").fetchone()[0] == "ventricular\nfibrillation"
+    hits = reopened.search("ventricular fibrillation", None, mode="keyword").hits
+    assert [h.document_id for h in hits] == ["d"]
