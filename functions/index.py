@@ -39,7 +39,7 @@ def _index(event: CloudEvent, data: DocumentExtractedV1, ctx) -> list[CloudEvent
     ctx.index.upsert(IndexedDocument(
         document_id=doc_id, filename=data.filename, category=data.category, fields=fields,
         created_at=record.created_at or datetime.now(timezone.utc).isoformat(),
-    ), chunks, vectors, passage_vectors=passage_vectors)
+    ), chunks, vectors, passage_vectors=passage_vectors, text=parsed.text)
     ctx.metadata.advance(doc_id, "indexed", error=None)
     return [derive(event, "document.indexed", {
         "document_id": doc_id, "filename": data.filename, "category": data.category,

@@ -159,10 +159,11 @@ def check_search_args(mode: str, query_vector: np.ndarray | None) -> None:
 
 class SearchIndex(Protocol):
     def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray,
-               passage_vectors: np.ndarray | None = None) -> None:
+               passage_vectors: np.ndarray | None = None, text: str | None = None) -> None:
         """Replace everything indexed for doc.document_id (idempotent).
-        `passage_vectors`: one per sentence (`chunking.passages`), for an
-        index that scores documents by them too; others ignore them."""
+        `passage_vectors` (one per sentence, `chunking.passages`) and `text`
+        (the whole document, for keyword scoring per document) serve an index
+        that scores documents by them; others ignore them."""
         ...
     def delete(self, document_id: str) -> None: ...
     def update_fields(self, document_id: str, category: str, fields: dict[str, Any]) -> None: ...

@@ -78,7 +78,7 @@ def sequential_floor(docs: list[tuple[str, bytes]], scratch: Path) -> dict:
         fields = {k: f.value for k, f in extractor.extract(parsed, category).items()}
         chunks, vectors, passage_vectors = index_function.embed(parsed, f"d{i}", embedder, settings)
         index.upsert(IndexedDocument(f"d{i}", name, category, fields, "2024-01-01T00:00:00+00:00"),
-                     chunks, vectors, passage_vectors=passage_vectors)
+                     chunks, vectors, passage_vectors=passage_vectors, text=parsed.text)
 
     with DoclingParser() as parser:
         one(-1, "warm-up.md", synthetic_document(10_000))

@@ -264,7 +264,7 @@ class EmbeddedIndex:
         self, path: str | Path, *, fusion: str = "minmax", semantic_weight: float = 0.5,
         candidates: int = 100, rrf_k: int = 60, column_weights: tuple[float, float, float] = (1.0, 2.0, 3.0),
         keyword_depth: int = 1_000, prf_docs: int = 2, prf_weight: float = 0.5, busy_timeout_ms: int = 10_000,
-        expand_docs: int = 0, expand_terms: int = 30, expand_weight: float = 0.4, passage_weight: float = 0.6,
+        expand_docs: int = 0, expand_terms: int = 30, expand_weight: float = 0.4, passage_weight: float = 0.5,
         document_weights: tuple[float, float] = (1.0, 3.0),
     ):
         if fusion not in FUSIONS:
@@ -311,10 +311,12 @@ class EmbeddedIndex:
 
     # ------------------------------------------------------------------ writes
     def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray,
-               passage_vectors: np.ndarray | None = None) -> None:
+               passage_vectors: np.ndarray | None = None, text: str | None = None) -> None:
         """Replace the document: its chunks with their vectors, its keyword row
-        (the chunks' text in order), and its passage vectors (one per sentence,
-        see `chunking.passages`; none: the document scores by its chunks)."""
+        (`text`, the document's whole text; without it, the chunks' text in
+        order, where overlapping windows repeat some words), and its passage
+        vectors (one per sentence, see `chunking.passages`; none: the document
+        scores by its chunks)."""
         vectors = _unit_rows(vectors)
         if vectors.ndim != 2 or len(vectors) != len(chunks):
             raise ValueError(f"need one vector per chunk: {len(chunks)} chunks, vectors of shape {vectors.shape}")
@@ -340,7 +342,8 @@ class EmbeddedIndex:
                  for c, v in zip(chunks, vectors)],
             )
             db.execute("INSERT INTO doc_text (document_id, text, filename) VALUES (?, ?, ?)",
-                       (doc.document_id, "\n".join(c.text for c in chunks), doc.filename))
+                       (doc.document_id, text if text is not None else "\n".join(c.text for c in chunks),
+                        doc.filename))
             db.executemany("INSERT INTO passages (document_id, vector) VALUES (?, ?)",
                            [(doc.document_id, v.tobytes()) for v in passages])
 
@@ -668,13 +671,22 @@ def _best_per_document(rows: list[tuple[str, int, float]]) -> _Candidates:
 
 
 def _minmax(scores: dict[str, float], top: list[str], floor: float | None = None) -> tuple[dict[str, float], float]:
-    """Scores scaled so the retriever's own top documents span [0, 1];
-    anything below that range clips to 0, as does a document without a match
-    (the second value: the scaled score of a document the retriever lacks)."""
+    """Scores scaled so the retriever's own top documents span [0, 1] (the
+    second value: the scaled score of a document the retriever lacks, 0).
+    With a `floor` (keyword: BM25's "no match"), a score below that range
+    clips to 0, so a weak match never ranks under no match at all. Without
+    one (semantic: every document has a cosine), it goes on below 0: a
+    keyword match far from the query keeps that distance. SciFact (train):
+    hybrid nDCG@10 .746 -> .748 and Recall@100 .964 -> .966 against clipping
+    both sides."""
     if not top:
         return {d: 0.0 for d in scores}, 0.0
     span = scores[top[0]] - (lo := scores[top[-1]])
-    return {d: (float(s >= lo) if span == 0 else max(0.0, (s - lo) / span)) for d, s in scores.items()}, 0.0
+    if span == 0:
+        return {d: float(s >= lo) for d, s in scores.items()}, 0.0
+    if floor is None:
+        return {d: (s - lo) / span for d, s in scores.items()}, 0.0
+    return {d: max(0.0, (s - lo) / span) for d, s in scores.items()}, 0.0
 
 
 def _zscore(scores: dict[str, float], top: list[str], floor: float | None = None) -> tuple[dict[str, float], float]:

@@ -170,10 +170,10 @@ class OpenSearchIndex:
 
     # ------------------------------------------------------------------ writes
     def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray,
-               passage_vectors: np.ndarray | None = None) -> None:
-        """Bulk-index the chunks. Passage vectors are not stored: this adapter
-        ranks by chunk (a nested per-sentence knn field is future work), so its
-        hybrid scores match the embedded index's without passages."""
+               passage_vectors: np.ndarray | None = None, text: str | None = None) -> None:
+        """Bulk-index the chunks. Passage vectors and the whole text are not
+        stored: this adapter ranks by chunk, on both sides (per-sentence knn
+        and a per-document BM25 field are future work)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if len(chunks) and (vectors.ndim != 2 or len(vectors) != len(chunks)):
             raise ValueError(f"need one vector per chunk: {len(chunks)} chunks, vectors of shape {vectors.shape}")

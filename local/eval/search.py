@@ -90,11 +90,12 @@ def _ingest(data: BeirSet, embedder: CachedEmbedder, path: Path, progress, optio
 
     settings = load_settings()  # as the index function chunks and embeds (DOCLANE_CHUNK_TOKENS, _SEARCH_PASSAGES)
     t0 = time.perf_counter()
-    prepared = {}
+    prepared, texts_of = {}, {}
     for doc_id, (title, text) in data.corpus.items():
         body = f"{title}\n\n{text}" if title else text
         doc = ParsedDocument(markdown=f"# {title}\n\n{text}" if title else text, text=body, title=title or None)
         prepared[doc_id] = index_function.texts(doc, doc_id, embedder, settings)
+        texts_of[doc_id] = body
     chunk_s = time.perf_counter() - t0
     chunks = sum(len(c) for c, _ in prepared.values())
     texts = [t for _, ts in prepared.values() for t in ts]
@@ -111,7 +112,7 @@ def _ingest(data: BeirSet, embedder: CachedEmbedder, path: Path, progress, optio
         title = data.corpus[doc_id][0]
         index.upsert(IndexedDocument(doc_id, title[:200] or doc_id, "document", {}, "2024-01-01T00:00:00+00:00"),
                      chunk_list, vectors[at: at + len(chunk_list)],
-                     passage_vectors=vectors[at + len(chunk_list): at + len(ts)])
+                     passage_vectors=vectors[at + len(chunk_list): at + len(ts)], text=texts_of[doc_id])
         at += len(ts)
     return index, {"documents": len(prepared), "chunks": chunks, "passages": len(texts) - chunks,
                    "embedded": embedder.misses, "from_cache": embedder.hits, "chunk_s": round(chunk_s, 2),

@@ -401,7 +401,7 @@ def test_keyword_scores_the_whole_document_and_shows_its_best_chunk(tmp_path):
 
 def test_a_sentence_vector_finds_what_the_chunk_average_hides(tmp_path):
     """`buried`'s one chunk points away from the query, but one of its
-    passages (a sentence) points at it (.4 x 0 + .6 x .995 = .60): with passages it is the nearest
+    passages (a sentence) points at it (.5 x 0 + .5 x .995 = .50): with passages it is the nearest
     document, with passage_weight 0 (chunks only) it is not; its snippet is
     still its chunk."""
     def build(path, **options):
@@ -409,7 +409,7 @@ def test_a_sentence_vector_finds_what_the_chunk_average_hides(tmp_path):
         ix.upsert(IndexedDocument("buried", "b.txt", "other", {}, "2024-01-01"), [Chunk("buried", 0, "long text")],
                   np.stack([_unit(0, 1)]), passage_vectors=np.stack([_unit(1, 0.1), _unit(0, 0, 1)]))
         ix.upsert(IndexedDocument("plain", "p.txt", "other", {}, "2024-01-01"), [Chunk("plain", 0, "other text")],
-                  np.stack([_unit(1, 1.5)]))  # no passages: scores by its chunk (cosine .55)
+                  np.stack([_unit(1, 2)]))  # no passages: scores by its chunk (cosine .45)
         return ix
     with_passages = build(tmp_path / "p.db").search("", _unit(1), mode="semantic")
     assert [h.document_id for h in with_passages.hits] == ["buried", "plain"]
@@ -453,3 +453,29 @@ def test_an_index_from_before_document_keywords_is_backfilled(tmp_path):
     assert db.execute("SELECT text FROM doc_text WHERE document_id = 'd'").fetchone()[0] == "ventricular\nfibrillation"
     hits = reopened.search("ventricular fibrillation", None, mode="keyword").hits
     assert [h.document_id for h in hits] == ["d"]
+
+
+def test_minmax_keeps_the_semantic_distance_of_keyword_matches_below_its_range(tmp_path):
+    """Both `a-far` and `z-close` match the keyword alike and lie outside the
+    two nearest documents; `z-close`'s vector is nearer the query. Min-max
+    clips only the keyword side (at BM25's no-match floor), so the semantic
+    side still tells them apart, against the alphabetical tie-break."""
+    docs = {
+        "a-far": [("alpha report", _unit(0, 0, 1))],
+        "z-close": [("alpha report", _unit(1, 0.8))],
+        "near-1": [("beta", _unit(1))],
+        "near-2": [("gamma", _unit(1, 0.1))],
+    }
+    ranked = [h.document_id for h in _toy(tmp_path, docs, candidates=2, prf_docs=0).search(
+        "alpha", _unit(1), mode="hybrid", limit=10).hits]
+    assert ranked.index("z-close") < ranked.index("a-far")
+
+
+def test_the_keyword_row_is_the_documents_whole_text_when_given(tmp_path):
+    ix = EmbeddedIndex(tmp_path / "ix.db")
+    doc = IndexedDocument("d", "d.txt", "other", {}, "2024-01-01")
+    ix.upsert(doc, [Chunk("d", 0, "chunk words")], np.stack([_unit(1)]), text="the whole original text")
+    assert [h.document_id for h in ix.search("original", None, mode="keyword").hits] == ["d"]
+    ix.upsert(doc, [Chunk("d", 0, "chunk words")], np.stack([_unit(1)]))  # no text: the chunks'
+    assert ix.search("original", None, mode="keyword").total == 0
+    assert ix.search("chunk", None, mode="keyword").total == 1
