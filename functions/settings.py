@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     search_prf_weight: float = Field(0.5, ge=0.0)
     # one vector per sentence besides the chunk vectors (index time), and their share of a document's semantic score
     search_passages: bool = True
-    search_passage_weight: float = Field(0.5, ge=0.0, le=1.0)
+    search_passage_weight: float = Field(0.6, ge=0.0, le=1.0)
     # keyword pseudo-relevance feedback (RM3): expand a query with words of its top documents; 0: off
     # (SciFact: recall up, held-out nDCG@10 down, so off by default; docs/QUALITY.md)
     search_expand_docs: int = Field(0, ge=0)

@@ -48,7 +48,7 @@ def eval_group():
 @click.option("--prf-docs", type=click.IntRange(0), help="Pseudo-relevance feedback from the N top documents [2; 0: off]")
 @click.option("--prf-weight", type=click.FloatRange(0), help="How far feedback moves the query vector [0.5]")
 @click.option("--passage-weight", type=click.FloatRange(0, 1),
-              help="The sentence vectors' share of a document's semantic score [0.5; 0: chunks only]")
+              help="The sentence vectors' share of a document's semantic score [0.6; 0: chunks only]")
 @click.option("--expand-docs", type=click.IntRange(0), help="Keyword feedback (RM3) from the N top keyword documents [0: off]")
 @CACHE
 @AS_JSON

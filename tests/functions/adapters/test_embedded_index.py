@@ -401,7 +401,7 @@ def test_keyword_scores_the_whole_document_and_shows_its_best_chunk(tmp_path):
 
 def test_a_sentence_vector_finds_what_the_chunk_average_hides(tmp_path):
     """`buried`'s one chunk points away from the query, but one of its
-    passages (a sentence) points at it (.5 x 0 + .5 x .995 = .50): with passages it is the nearest
+    passages (a sentence) points at it (.4 x 0 + .6 x .995 = .60): with passages it is the nearest
     document, with passage_weight 0 (chunks only) it is not; its snippet is
     still its chunk."""
     def build(path, **options):
