@@ -45,14 +45,19 @@ def test_search_on_a_toy_that_every_mode_gets_right(tmp_path):
     for mode, m in report["modes"].items():
         assert (m["ndcg@10"], m["recall@100"], m["mrr@10"], m["queries"]) == (1.0, 1.0, 1.0, 3), mode
         assert 0 < m["p50_ms"] <= m["p95_ms"]
-    assert report["index"]["documents"] == 3 and report["index"]["embedded"] == report["index"]["chunks"] >= 3
+    ix = report["index"]
+    # every chunk and every passage (a sentence with the title in front) embedded once
+    assert ix["documents"] == 3 and ix["chunks"] >= 3 and ix["passages"] >= 3
+    assert ix["embedded"] == ix["chunks"] + ix["passages"]
     again = _cli("eval", "search", "--dataset", str(dataset), "--cache-dir", str(cache), "--json", "--mode", "keyword")
     assert list(again["modes"]) == ["keyword"]
-    assert again["index"]["embedded"] == 0 and again["index"]["from_cache"] == report["index"]["chunks"]
+    assert again["index"]["embedded"] == 0 and again["index"]["from_cache"] == ix["chunks"] + ix["passages"]
     # the index's options reach the index, e.g. keyword feedback (RM3); the toy stays right with it
     expanded = _cli("eval", "search", "--dataset", str(dataset), "--cache-dir", str(cache), "--json",
                     "--mode", "keyword", "--expand-docs", "2")
-    assert expanded["index"]["options"] == {"expand_docs": 2}
+    # the effective options: the pipeline's settings, then the command's
+    assert expanded["index"]["options"]["expand_docs"] == 2 and expanded["index"]["options"]["prf_docs"] == 2
+    assert report["index"]["options"]["expand_docs"] == 0
     assert expanded["modes"]["keyword"]["ndcg@10"] == 1.0
 
 
