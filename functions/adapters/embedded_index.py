@@ -31,10 +31,10 @@ Retrieval
             vector view's query moves towards the mean of the first pass's top
             documents in that view (weight `prf_weight` = 0.5) and the search
             is fused again.
-            SciFact (train and held-out test qrels, docs/QUALITY.md): hybrid
-            nDCG@10 / Recall@100 .736 / .950 with chunk-level BM25 and chunk
-            vectors alone; .751 / .971 with the document-level BM25, the
-            passages and the feedback.
+            SciFact (docs/QUALITY.md), hybrid nDCG@10 / Recall@100 on train
+            (held-out test): .736 / .950 (.736 / .953) with chunk-level BM25
+            and chunk vectors alone; .750 / .971 (.748 / .976) with the
+            document-level BM25, the passages and the feedback.
 
 Results are per document: a document scores by its best chunk (a bonus for
 several matching chunks, or the mean of its chunk vectors, did not help on
@@ -687,7 +687,7 @@ def _minmax(scores: dict[str, float], top: list[str], floor: float | None = None
     clips to 0, so a weak match never ranks under no match at all. Without
     one (semantic: every document has a cosine), it goes on below 0: a
     keyword match far from the query keeps that distance. SciFact (train):
-    hybrid nDCG@10 .746 -> .748 and Recall@100 .964 -> .966 against clipping
+    hybrid nDCG@10 .748 -> .750 and Recall@100 .969 -> .971 against clipping
     both sides."""
     if not top:
         return {d: 0.0 for d in scores}, 0.0
