@@ -147,3 +147,9 @@ def test_extract_gets_a_real_invoice_right(tmp_path, fixtures):
 ])
 def test_normalisation_makes_local_formats_comparable(field, a, b):
     assert extract.normalise(field, a) == extract.normalise(field, b) is not None
+
+
+def test_search_refuses_a_passage_weight_outside_0_1(tmp_path):
+    result = CliRunner().invoke(main, ["eval", "search", "--dataset", str(_beir(tmp_path / "beir")),
+                                       "--passage-weight", "1.5"])
+    assert result.exit_code == 2 and "--passage-weight" in result.output

@@ -378,6 +378,8 @@ def test_fusion_and_feedback_settings_are_checked(tmp_path):
         EmbeddedIndex(tmp_path / "a.db", prf_docs=-1)
     with pytest.raises(ConfigError, match="expand"):
         EmbeddedIndex(tmp_path / "a.db", expand_weight=1.0)
+    with pytest.raises(ConfigError, match="passage_weight"):
+        EmbeddedIndex(tmp_path / "a.db", passage_weight=1.5)
 
 
 # ---------------------------------------------------------------- document-level keywords, passages, migration
