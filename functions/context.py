@@ -66,11 +66,7 @@ class Context:
             return OpenSearchIndex.from_settings(self.settings, dimension=self.embedder.dimension)
         from doclane.functions.adapters.embedded_index import EmbeddedIndex
 
-        return EmbeddedIndex(self.settings.index_path, fusion=self.settings.search_fusion,
-                             semantic_weight=self.settings.search_semantic_weight,
-                             prf_docs=self.settings.search_prf_docs, prf_weight=self.settings.search_prf_weight,
-                             passage_weight=self.settings.search_passage_weight,
-                             expand_docs=self.settings.search_expand_docs)
+        return EmbeddedIndex(self.settings.index_path, **EmbeddedIndex.settings_options(self.settings))
 
     @cached_property
     def embedder(self):

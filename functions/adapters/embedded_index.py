@@ -316,12 +316,19 @@ class EmbeddedIndex:
                 "  WHERE c.document_id = d.document_id ORDER BY ordinal)), ''), d.filename FROM documents AS d "
                 "WHERE d.document_id NOT IN (SELECT document_id FROM doc_text)")
 
+    @staticmethod
+    def settings_options(settings) -> dict[str, Any]:
+        """The constructor's options from the pipeline's settings (DOCLANE_SEARCH_*)."""
+        return {"fusion": settings.search_fusion, "semantic_weight": settings.search_semantic_weight,
+                "prf_docs": settings.search_prf_docs, "prf_weight": settings.search_prf_weight,
+                "passage_weight": settings.search_passage_weight, "expand_docs": settings.search_expand_docs}
+
     # ------------------------------------------------------------------ writes
     def upsert(self, doc: IndexedDocument, chunks: Sequence[Chunk], vectors: np.ndarray,
                passage_vectors: np.ndarray | None = None, text: str | None = None) -> None:
         """Replace the document: its chunks with their vectors, its keyword row
-        (`text`, the document's whole text; without it, the chunks' text in
-        order, where overlapping windows repeat some words), and its passage
+        (`text`, the document's whole text; without it, or if it is blank, the
+        chunks' text in order, where overlapping windows repeat some words), and its passage
         vectors (one per sentence, see `chunking.passages`; none: the document
         scores by its chunks)."""
         vectors = _unit_rows(vectors)
@@ -349,7 +356,7 @@ class EmbeddedIndex:
                  for c, v in zip(chunks, vectors)],
             )
             db.execute("INSERT INTO doc_text (document_id, text, filename) VALUES (?, ?, ?)",
-                       (doc.document_id, text if text is not None else "\n".join(c.text for c in chunks),
+                       (doc.document_id, text if text and text.strip() else "\n".join(c.text for c in chunks),
                         doc.filename))
             db.executemany("INSERT INTO passages (document_id, vector) VALUES (?, ?)",
                            [(doc.document_id, v.tobytes()) for v in passages])

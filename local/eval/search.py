@@ -90,40 +90,32 @@ def _ingest(data: BeirSet, embedder: CachedEmbedder, path: Path, progress, optio
 
     settings = load_settings()  # as the index function chunks and embeds (DOCLANE_CHUNK_TOKENS, _SEARCH_PASSAGES)
     t0 = time.perf_counter()
-    prepared, texts_of = {}, {}
+    prepared = {}
     for doc_id, (title, text) in data.corpus.items():
         body = f"{title}\n\n{text}" if title else text
         doc = ParsedDocument(markdown=f"# {title}\n\n{text}" if title else text, text=body, title=title or None)
-        prepared[doc_id] = index_function.texts(doc, doc_id, embedder, settings)
-        texts_of[doc_id] = body
+        prepared[doc_id] = (*index_function.texts(doc, doc_id, embedder, settings), body)
     chunk_s = time.perf_counter() - t0
-    chunks = sum(len(c) for c, _ in prepared.values())
-    texts = [t for _, ts in prepared.values() for t in ts]
+    chunks = sum(len(c) for c, _, _ in prepared.values())
+    texts = [t for _, ts, _ in prepared.values() for t in ts]
     progress(f"{len(prepared)} documents, {chunks} chunks and {len(texts) - chunks} passages; "
              "embedding what the cache lacks")
     t0 = time.perf_counter()
     vectors = embedder.embed(texts)  # one call: the cache is written once, the model sees full batches
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    options = {**index_options(settings), **options}  # as the pipeline's index is set up, then the command's
+    options = {**EmbeddedIndex.settings_options(settings), **options}  # as the pipeline sets it up, then the command
     index = EmbeddedIndex(path, **options)
     at = 0
-    for doc_id, (chunk_list, ts) in prepared.items():
+    for doc_id, (chunk_list, ts, body) in prepared.items():
         title = data.corpus[doc_id][0]
         index.upsert(IndexedDocument(doc_id, title[:200] or doc_id, "document", {}, "2024-01-01T00:00:00+00:00"),
                      chunk_list, vectors[at: at + len(chunk_list)],
-                     passage_vectors=vectors[at + len(chunk_list): at + len(ts)], text=texts_of[doc_id])
+                     passage_vectors=vectors[at + len(chunk_list): at + len(ts)], text=body)
         at += len(ts)
     return index, {"documents": len(prepared), "chunks": chunks, "passages": len(texts) - chunks,
                    "embedded": embedder.misses, "from_cache": embedder.hits, "chunk_s": round(chunk_s, 2),
                    "embed_s": round(embed_s, 2), "upsert_s": round(time.perf_counter() - t0, 2), "options": options}
-
-
-def index_options(settings) -> dict[str, Any]:
-    """The search settings the pipeline's embedded index takes (functions/context.py)."""
-    return {"fusion": settings.search_fusion, "semantic_weight": settings.search_semantic_weight,
-            "prf_docs": settings.search_prf_docs, "prf_weight": settings.search_prf_weight,
-            "passage_weight": settings.search_passage_weight, "expand_docs": settings.search_expand_docs}
 
 
 def _run_queries(data: BeirSet, index, embedder: CachedEmbedder, mode: str) -> dict:
@@ -143,8 +135,8 @@ def _run_queries(data: BeirSet, index, embedder: CachedEmbedder, mode: str) -> d
 def render(report: dict) -> str:
     """The figures as a plain table."""
     ix = report["index"]
-    lines = [f"{report['dataset']} ({report['split']}): {ix['documents']} documents, {ix['chunks']} chunks, {ix.get('passages', 0)} passages "
-             f"({ix['embedded']} embedded, {ix['from_cache']} from cache), {report.get('embedder', '')}",
+    lines = [f"{report['dataset']} ({report['split']}): {ix['documents']} documents, {ix['chunks']} chunks, "
+             f"{ix.get('passages', 0)} passages ({ix['embedded']} embedded, {ix['from_cache']} from cache), {report.get('embedder', '')}",
              f"{'mode':<10}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'p50 ms':>9}{'p95 ms':>9}{'queries':>9}"]
     for mode, m in report["modes"].items():
         lines.append(f"{mode:<10}{m['ndcg@10']:>9.4f}{m['recall@100']:>8.4f}{m['mrr@10']:>8.4f}"

@@ -109,6 +109,24 @@ def test_search_modes_and_category_filter(run):
     assert bad.status_code == 400
 
 
+def test_the_index_function_writes_passages_and_the_whole_text(run):
+    """Through the real pipeline: every indexed document has sentence vectors
+    beside its chunk vectors (more of them than chunks for the longer ones)
+    and one keyword row with the parsed text, not the joined windows."""
+    import sqlite3
+
+    doclane, _ = run
+    indexed = {d["document_id"] for d in documents(doclane).values() if d["status"] == "indexed"}
+    db = sqlite3.connect(doclane.data / "index.sqlite")
+    passages = dict(db.execute("SELECT document_id, count(*) FROM passages GROUP BY document_id"))
+    chunks = dict(db.execute("SELECT document_id, count(*) FROM chunks GROUP BY document_id"))
+    rows = dict(db.execute("SELECT document_id, text FROM doc_text"))
+    assert set(rows) == set(chunks) == indexed
+    assert set(passages) <= indexed and len(passages) >= len(indexed) - 1  # a document may have no sentence
+    assert sum(passages.values()) > sum(chunks.values())
+    assert all(rows[d].strip() for d in indexed)
+
+
 def test_document_view_has_history_with_stage_timings(run):
     doclane, _ = run
     doc_id = documents(doclane)["coolblue1.pdf"]["document_id"]

@@ -117,3 +117,33 @@ def test_passages_are_the_sentences_with_the_title_in_front():
     assert passages([Chunk("d", 0, "Plain sentence with no context at all.")]) == [
         "Plain sentence with no context at all."]
     assert passages([]) == []
+
+
+def test_the_index_function_embeds_passages_unless_they_are_off():
+    """functions/index.py `embed`: one batch, chunk vectors then passage
+    vectors; DOCLANE_SEARCH_PASSAGES=false leaves the passages out."""
+    import numpy as np
+
+    from doclane.functions import index
+    from doclane.functions.settings import Settings
+
+    class Counting:  # an embedder that records its batches
+        max_tokens, dimension = 256, 3
+
+        def __init__(self):
+            self.batches = []
+
+        def embed(self, texts):
+            self.batches.append(list(texts))
+            return np.ones((len(texts), 3), np.float32)
+
+    text = "Troponin after infarction\n\nTroponin rises within hours. It stays high for days."
+    doc = ParsedDocument(markdown=text, text=text, title="Troponin after infarction")
+    on = Counting()
+    chunks, vectors, passages = index.embed(doc, "d", on, Settings())
+    assert len(on.batches) == 1 and len(chunks) == len(vectors) == 1 and len(passages) == 2
+    assert on.batches[0][1:] == ["Troponin after infarction\nTroponin rises within hours.",
+                                 "Troponin after infarction\nIt stays high for days."]
+    off = Counting()
+    chunks, vectors, passages = index.embed(doc, "d", off, Settings(search_passages=False))
+    assert len(chunks) == len(vectors) == 1 and passages.shape == (0, 3) and len(off.batches[0]) == 1

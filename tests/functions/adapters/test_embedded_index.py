@@ -481,3 +481,5 @@ def test_the_keyword_row_is_the_documents_whole_text_when_given(tmp_path):
     ix.upsert(doc, [Chunk("d", 0, "chunk words")], np.stack([_unit(1)]))  # no text: the chunks'
     assert ix.search("original", None, mode="keyword").total == 0
     assert ix.search("chunk", None, mode="keyword").total == 1
+    ix.upsert(doc, [Chunk("d", 0, "zygote words")], np.stack([_unit(1)]), text="  \n")  # blank: the chunks' too
+    assert ix.search("zygote", None, mode="keyword").total == 1
